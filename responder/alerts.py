@@ -1,0 +1,123 @@
+"""Alertmanager webhook payloads (version 4): strict validation into frozen objects.
+
+Unknown extra fields are ignored (Alertmanager may add some); missing or mistyped fields the
+responder relies on are rejected with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class PayloadError(ValueError):
+    """The request body is not a usable Alertmanager v4 notification."""
+
+
+class _AlertModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str = Field(min_length=1)  # noqa: N815 - Alertmanager's field name
+    endsAt: str = ""  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str = Field(min_length=1)
+
+
+class _NotificationModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    version: Literal["4"]
+    receiver: str
+    status: Literal["firing", "resolved"]
+    alerts: list[_AlertModel]
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str = ""  # noqa: N815
+    groupKey: str  # noqa: N815
+    truncatedAlerts: int = Field(default=0, ge=0)  # noqa: N815
+
+
+@dataclass(frozen=True)
+class Alert:
+    status: Literal["firing", "resolved"]
+    labels: Mapping[str, str]
+    starts_at: str
+    fingerprint: str
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def key(self) -> str:
+        """Identity of one firing episode: repeated deliveries share it."""
+        return f"{self.fingerprint}@{self.starts_at}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "labels": dict(self.labels),
+            "startsAt": self.starts_at,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            status=data["status"],
+            labels=dict(data["labels"]),
+            starts_at=data["startsAt"],
+            fingerprint=data["fingerprint"],
+        )
+
+
+@dataclass(frozen=True)
+class Notification:
+    receiver: str
+    status: str
+    group_key: str
+    alerts: tuple[Alert, ...]
+    truncated_alerts: int
+    external_url: str
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = ""
+    for item in err["loc"]:
+        loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+    return f"{loc or 'body'}: {err['msg']}"
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Decode and validate one webhook body; raise PayloadError with the first problems."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PayloadError("body must be a JSON object (an Alertmanager v4 notification)")
+    if "version" in data and data["version"] != "4":
+        raise PayloadError(f"version: unsupported webhook version {data['version']!r}, expected '4'")
+    try:
+        model = _NotificationModel.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()[:5]]
+        raise PayloadError("; ".join(problems)) from None
+    return Notification(
+        receiver=model.receiver,
+        status=model.status,
+        group_key=model.groupKey,
+        alerts=tuple(
+            Alert(status=a.status, labels=a.labels, starts_at=a.startsAt, fingerprint=a.fingerprint)
+            for a in model.alerts
+        ),
+        truncated_alerts=model.truncatedAlerts,
+        external_url=model.externalURL,
+    )

@@ -1,0 +1,241 @@
+"""Command line: `serve`, `check-config`, and the control API client (status, pause, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .config import ConfigError, check_driver_files, load_config, load_secrets, read_secret
+
+DEFAULT_URL = "http://127.0.0.1:9095"
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+        load_secrets(config)
+    except ConfigError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    problems = check_driver_files(config)
+    if problems:
+        print(f"{path}: invalid", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    pairs = ", ".join(f"{p.name} ({len(p.nodes)} nodes)" for p in config.pairs)
+    mode = " [dry-run]" if config.dry_run else ""
+    auth = " [auth: none - lab only]" if config.auth == "none" else ""
+    print(f"{path}: ok{mode}{auth}: {pairs}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if _check_config(args.config) != 0:
+        return 1
+    config = load_config(args.config)
+    if config.auth == "none":
+        print("warning: auth: none - webhook and control API are unauthenticated", file=sys.stderr)
+    env = dict(os.environ)
+    env["RESPONDER_CONFIG"] = str(Path(args.config).resolve())
+    if args.bind:
+        env["RESPONDER_BIND"] = args.bind
+    if args.workers:
+        env["RESPONDER_WORKERS"] = str(args.workers)
+    metrics_dir = config.state_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+    argv = [gunicorn, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
+    os.execve(gunicorn, argv, env) if os.path.isabs(gunicorn) else os.execvpe(gunicorn, argv, env)
+    return 0  # not reached
+
+
+class ApiError(Exception):
+    pass
+
+
+class Client:
+    """A thin client for the control API."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.headers = {"X-Responder-Operator": getpass.getuser()}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = requests.request(
+                method, self.url + path, headers=self.headers, timeout=self.timeout, **kw
+            )
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": resp.text[:200]}
+        if resp.status_code >= 400:
+            raise ApiError(f"{resp.status_code}: {body.get('error', body)}")
+        return body
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def format_status(pairs: list[dict[str, Any]]) -> str:
+    rows = [["PAIR", "PHASE", "ACTIVE", "NODES", "MODE"]]
+    details = []
+    for p in pairs:
+        nodes = " ".join(
+            f"{n['name']}:{n['role']}" + (f"(firing {','.join(n['firing'])})" if n["firing"] else "")
+            for n in p["nodes"]
+        )
+        mode = ",".join(
+            m for m, on in (("paused", p["paused"]), ("dry-run", p["dry_run"])) if on
+        ) or "-"
+        rows.append([p["name"], p["phase"], p["active_node"] or "(none)", nodes, mode])
+        details.append(f"{p['name']}: {p['reason']} (at {p['reason_at']})")
+        if p["pending"] and p["pending"]["deadline"]:
+            details.append(
+                f"  pending: failover at {p['pending']['deadline']} "
+                f"({p['pending']['seconds_left']}s left)"
+            )
+        if p["cooldown_until"]:
+            details.append(f"  cooldown until {p['cooldown_until']}")
+        if p["blocked_reason"]:
+            details.append(f"  BLOCKED: {p['blocked_reason']} (run: responder ack {p['name']})")
+        f = p["failover"]
+        if f:
+            details.append(
+                f"  last failover {f['id']}: {f['source']} -> {f['target']} step={f['step']}"
+                + (" [dry-run]" if f["dry_run"] else "")
+                + (f": {f['outcome_reason']}" if f["outcome_reason"] else "")
+            )
+    return _table(rows) + "\n\n" + "\n".join(details)
+
+
+def format_events(events: list[dict[str, Any]]) -> str:
+    from .service import iso
+
+    rows = [["ID", "TIME", "PAIR", "KIND", "REASON"]]
+    for e in events:
+        rows.append([str(e["id"]), iso(e["ts"]) or "", e["pair"], e["kind"], e["reason"]])
+    return _table(rows)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    url = args.url or os.environ.get("RESPONDER_URL")
+    token = os.environ.get("RESPONDER_TOKEN")
+    token_file = args.token_file
+    if args.config:
+        config = load_config(args.config)
+        url = url or f"http://{config.listen}"
+        if not token_file and config.auth != "none":
+            token_file = str(config.auth.operator_token_file)
+    if token_file:
+        token = read_secret(Path(token_file), "--token-file").value
+    return Client(url or DEFAULT_URL, token)
+
+
+def _control(args: argparse.Namespace) -> int:
+    client = _client(args)
+    cmd = args.command
+    if cmd == "status":
+        body = client.call("GET", "/api/v1/pairs")
+        print(json.dumps(body, indent=2) if args.json else format_status(body["pairs"]))
+        return 0
+    if cmd == "events":
+        params: dict[str, Any] = {"limit": args.limit}
+        if args.pair:
+            params["pair"] = args.pair
+        body = client.call("GET", "/api/v1/events", params=params)
+        print(json.dumps(body, indent=2) if args.json else format_events(body["events"]))
+        return 0
+    if cmd == "failover":
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/failover", json={"target": args.to})
+    elif cmd == "unfence":
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/nodes/{args.node}/unfence")
+    else:
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/{cmd}")
+    print(json.dumps(body, indent=2) if args.json else body["reason"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="responder", description="Slashing-safe failover for validator nodes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a config file and its token files")
+    check.add_argument("file", nargs="?")
+    check.add_argument("--config", dest="config_opt")
+
+    serve = sub.add_parser("serve", help="run the responder under gunicorn")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--bind", help="override listen (host:port)")
+    serve.add_argument("--workers", type=int, help="override workers")
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--url", help=f"responder URL (env RESPONDER_URL, default {DEFAULT_URL})")
+    client.add_argument("--token-file", help="operator token file (or env RESPONDER_TOKEN)")
+    client.add_argument("--config", help="take URL and operator token file from this config")
+    client.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+    sub.add_parser("status", parents=[client], help="pairs, roles, pending faults, reasons")
+    events = sub.add_parser("events", parents=[client], help="the audit trail, newest first")
+    events.add_argument("--pair")
+    events.add_argument("--limit", type=int, default=30)
+    for name, text in (
+        ("pause", "stop acting on alerts for a pair (they are still recorded)"),
+        ("resume", "act on alerts again"),
+        ("ack", "acknowledge a failed or finished failover and re-arm automation"),
+    ):
+        sub.add_parser(name, parents=[client], help=text).add_argument("pair")
+    failover = sub.add_parser("failover", parents=[client], help="fail over by hand to a standby")
+    failover.add_argument("pair")
+    failover.add_argument("--to", required=True, help="the standby to activate")
+    unfence = sub.add_parser("unfence", parents=[client], help="return a repaired node to standby")
+    unfence.add_argument("pair")
+    unfence.add_argument("node")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        path = args.file or args.config_opt
+        if not path:
+            print("check-config needs a file", file=sys.stderr)
+            return 2
+        return _check_config(path)
+    if args.command == "serve":
+        return _serve(args)
+    try:
+        return _control(args)
+    except (ApiError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

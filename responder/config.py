@@ -1,0 +1,378 @@
+"""Configuration: parsed once into frozen, typed objects; errors name the key path.
+
+Relative paths in the file are resolved against the directory of the config file, so the
+same file works wherever the process is started from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The config file is unusable; `problems` lists one 'key.path: message' per entry."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: Any) -> float:
+    """Accept Prometheus-style durations ('20s', '1h30m', '500ms') or plain seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 20s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"{value!r} is not a duration such as 20s, 5m or 1h")
+    else:
+        raise ValueError("expected a duration such as 20s, 5m or 1h")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Any:
+    base = (info.context or {}).get("base_dir")
+    if isinstance(value, str) and value and base is not None:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(base) / path)
+    return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_resolve)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HttpPaths(_Frozen):
+    """Endpoints of the generic node-agent contract, relative to the driver url."""
+
+    status: str = "/status"
+    fence: str = "/fence"
+    activate: str = "/activate"
+
+
+class HttpDriverConfig(_Frozen):
+    """A node agent speaking the generic http contract (see docs/configuration.md)."""
+
+    type: Literal["http"]
+    url: str
+    token_file: ConfigPath | None = None
+    connect_timeout: Duration = 2.0
+    timeout: Duration = 5.0
+    paths: HttpPaths = HttpPaths()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class CommandDriverConfig(_Frozen):
+    """Local commands (argv, no shell); exit status 0 confirms a step."""
+
+    type: Literal["command"]
+    status: tuple[str, ...] | None = None
+    fence: tuple[str, ...]
+    activate: tuple[str, ...]
+    timeout: Duration = 30.0
+    env: Mapping[str, str] = Field(default_factory=dict)
+
+    @field_validator("status", "fence", "activate")
+    @classmethod
+    def _argv(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("must be a non-empty argv list")
+        return value
+
+
+DriverConfig = Annotated[HttpDriverConfig | CommandDriverConfig, Field(discriminator="type")]
+
+
+class HttpFenceConfig(_Frozen):
+    """An extra fence level over HTTP, e.g. a power switch outlet-off call."""
+
+    type: Literal["http"]
+    url: str
+    method: Literal["POST", "PUT", "DELETE", "PATCH"] = "POST"
+    token_file: ConfigPath | None = None
+    body: Mapping[str, Any] | None = None
+    expect_status: tuple[int, ...] = (200,)
+    expect_json: Mapping[str, Any] | None = None
+    connect_timeout: Duration = 2.0
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class CommandFenceConfig(_Frozen):
+    """An extra fence level as a command (argv, no shell); exit 0 confirms the fence."""
+
+    type: Literal["command"]
+    argv: tuple[str, ...] = Field(min_length=1)
+    timeout: Duration = 60.0
+    env: Mapping[str, str] = Field(default_factory=dict)
+
+
+FenceLevelConfig = Annotated[HttpFenceConfig | CommandFenceConfig, Field(discriminator="type")]
+
+
+class NodeConfig(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    match: Mapping[str, str] = Field(min_length=1)
+    driver: DriverConfig
+    fence_levels: tuple[FenceLevelConfig, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """An alert belongs to this node when every `match` label is equal."""
+        return all(labels.get(key) == value for key, value in self.match.items())
+
+
+class PolicyConfig(_Frozen):
+    triggers: tuple[str, ...] = Field(min_length=1)
+    hold: Duration = 20.0
+    quorum: int = Field(default=1, ge=1)
+    cooldown: Duration = 3600.0
+    max_failovers: int = Field(default=1, ge=0)
+    max_failovers_window: Duration = 86400.0
+
+    @model_validator(mode="after")
+    def _quorum(self) -> PolicyConfig:
+        if self.quorum > len(set(self.triggers)):
+            raise ValueError(
+                f"quorum {self.quorum} exceeds the {len(set(self.triggers))} distinct triggers"
+            )
+        return self
+
+
+class PairConfig(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    nodes: tuple[NodeConfig, ...] = Field(min_length=2)
+    policy: PolicyConfig
+    dry_run: bool | None = None
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique_nodes(cls, nodes: tuple[NodeConfig, ...]) -> tuple[NodeConfig, ...]:
+        names = [n.name for n in nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"node names must be unique; repeated: {', '.join(dupes)}")
+        return nodes
+
+    def node(self, name: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+class AuthConfig(_Frozen):
+    webhook_token_file: ConfigPath
+    operator_token_file: ConfigPath
+
+
+class Config(_Frozen):
+    listen: str = "127.0.0.1:9095"
+    dry_run: bool = False
+    state_dir: ConfigPath = Path("var")
+    auth: AuthConfig | Literal["none"]
+    pairs: tuple[PairConfig, ...] = Field(min_length=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    failover_lease: Duration = 15.0
+    poll_interval: Duration = 1.0
+    workers: int = Field(default=2, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9095")
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _unique_pairs(cls, pairs: tuple[PairConfig, ...]) -> tuple[PairConfig, ...]:
+        names = [p.name for p in pairs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"pair names must be unique; repeated: {', '.join(dupes)}")
+        return pairs
+
+    def pair(self, name: str) -> PairConfig:
+        for pair in self.pairs:
+            if pair.name == name:
+                return pair
+        raise KeyError(name)
+
+    def pair_dry_run(self, pair: PairConfig) -> bool:
+        """Global dry-run wins; otherwise the pair's own setting."""
+        return self.dry_run or bool(pair.dry_run)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "responder.sqlite3"
+
+
+_UNION_TAGS = {"http", "command"}
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in _UNION_TAGS and i > 0 and loc[i - 1] in ("driver",):
+            continue
+        elif item in _UNION_TAGS and i > 0 and isinstance(loc[i - 1], int):
+            continue
+        elif item in ("AuthConfig", "literal['none']", "function-after[_quorum(), PolicyConfig]"):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def parse_config(data: Any, base_dir: Path) -> Config:
+    """Validate a parsed YAML document; raise ConfigError naming each bad key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the config must be a YAML mapping"])
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _format_loc(tuple(err["loc"]))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError(sorted(set(problems))) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
+    return parse_config(data, file.resolve().parent)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A token read from a file; its repr never shows the value."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+def read_secret(path: Path, what: str) -> Secret:
+    """Read a token file (whitespace stripped); raise ConfigError if absent or empty."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"{what}: cannot read {path}: {exc.strerror}"]) from None
+    if not value:
+        raise ConfigError([f"{what}: {path} is empty"])
+    return Secret(value)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The tokens the server needs; None means unauthenticated (auth: none)."""
+
+    webhook: Secret | None
+    operator: Secret | None
+
+
+def load_secrets(config: Config) -> Secrets:
+    """Read the auth token files named in the config, reporting every unreadable one."""
+    if config.auth == "none":
+        return Secrets(webhook=None, operator=None)
+    problems: list[str] = []
+    found: list[Secret | None] = []
+    for key, path in (
+        ("auth.webhook_token_file", config.auth.webhook_token_file),
+        ("auth.operator_token_file", config.auth.operator_token_file),
+    ):
+        try:
+            found.append(read_secret(path, key))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            found.append(None)
+    if problems:
+        raise ConfigError(problems)
+    return Secrets(webhook=found[0], operator=found[1])
+
+
+def check_driver_files(config: Config) -> list[str]:
+    """Token files referenced by drivers and fence levels that cannot be read."""
+    problems = []
+    for p_i, pair in enumerate(config.pairs):
+        for n_i, node in enumerate(pair.nodes):
+            files: list[tuple[str, Path]] = []
+            if isinstance(node.driver, HttpDriverConfig) and node.driver.token_file:
+                files.append((f"pairs[{p_i}].nodes[{n_i}].driver.token_file", node.driver.token_file))
+            for f_i, level in enumerate(node.fence_levels):
+                if isinstance(level, HttpFenceConfig) and level.token_file:
+                    files.append(
+                        (f"pairs[{p_i}].nodes[{n_i}].fence_levels[{f_i}].token_file", level.token_file)
+                    )
+            for key, path in files:
+                try:
+                    read_secret(path, key)
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+    return problems

@@ -1,0 +1,65 @@
+"""Driver registry: one explicit dict per kind, no discovery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config, NodeConfig
+from .base import (
+    ActionContext,
+    DriverError,
+    Fencer,
+    NodeDriver,
+    NodeStatus,
+    PlannedCall,
+    StepResult,
+)
+from .command import CommandDriver, CommandFencer
+from .http import HttpDriver, HttpFencer
+
+__all__ = [
+    "ActionContext",
+    "DriverError",
+    "Fencer",
+    "NodeDriver",
+    "NodeHandle",
+    "NodeStatus",
+    "PlannedCall",
+    "StepResult",
+    "build_nodes",
+]
+
+DRIVERS: dict[str, Callable[[str, Any], NodeDriver]] = {
+    "http": HttpDriver,
+    "command": CommandDriver,
+}
+
+FENCERS: dict[str, Callable[[str, int, Any], Fencer]] = {
+    "http": HttpFencer,
+    "command": lambda node, _index, cfg: CommandFencer(node, cfg),
+}
+
+
+@dataclass(frozen=True)
+class NodeHandle:
+    """A node's driver plus its extra fence levels, in the order they are tried."""
+
+    driver: NodeDriver
+    fencers: tuple[Fencer, ...]
+
+
+def build_node(node: NodeConfig) -> NodeHandle:
+    driver = DRIVERS[node.driver.type](node.name, node.driver)
+    fencers = tuple(
+        FENCERS[level.type](node.name, i, level) for i, level in enumerate(node.fence_levels)
+    )
+    return NodeHandle(driver=driver, fencers=fencers)
+
+
+def build_nodes(config: Config) -> dict[tuple[str, str], NodeHandle]:
+    """(pair, node) -> handle, for every configured node."""
+    return {
+        (pair.name, node.name): build_node(node) for pair in config.pairs for node in pair.nodes
+    }

@@ -1,0 +1,84 @@
+"""The driver contract: what the executor may ask of a node, and what an answer means."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Action = Literal["fence", "activate"]
+
+
+class DriverError(Exception):
+    """The node gave no usable answer, or did not confirm the step. Carries a readable reason."""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    healthy: bool
+    signing: bool | None  # None: the driver cannot tell
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """Why an action runs; passed to nodes (command env, request logs), never secrets."""
+
+    pair: str
+    node: str
+    failover_id: str
+    source: str | None
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A confirmed step, with what the node said (kept in the journal)."""
+
+    detail: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedCall:
+    """The exact mutating request a step would send; secrets are redacted."""
+
+    description: str
+    request: Mapping[str, Any]
+
+
+class NodeDriver(Protocol):
+    """Talks to one node.
+
+    Idempotency: repeating `fence` on a fenced node, or `activate` on an active node, confirms
+    again without harm; the executor repeats the step it was in after a crash.
+    Timeouts: every call returns or raises within the driver's configured timeouts.
+    Raising: `status` raises DriverError when the node gives no usable answer; `fence` and
+    `activate` return only once the node confirmed the step, and raise DriverError otherwise
+    (the step may or may not have happened: the executor treats it as failed).
+    `plan` never sends anything: it describes what `fence`/`activate` would send (dry-run).
+    """
+
+    def status(self) -> NodeStatus: ...
+
+    def fence(self, ctx: ActionContext) -> StepResult: ...
+
+    def activate(self, ctx: ActionContext) -> StepResult: ...
+
+    def plan(self, action: Action, ctx: ActionContext) -> PlannedCall: ...
+
+
+class Fencer(Protocol):
+    """An extra fence level (power switch, stop command), tried after the driver's own fence.
+
+    Same rules as NodeDriver.fence: return only when the fence is confirmed, raise DriverError
+    otherwise; idempotent; bounded by its timeout. `plan` sends nothing.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def fence(self, ctx: ActionContext) -> StepResult: ...
+
+    def plan(self, ctx: ActionContext) -> PlannedCall: ...

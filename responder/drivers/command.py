@@ -1,0 +1,138 @@
+"""The `command` driver and fence level: argv without a shell, bounded by a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from ..config import CommandDriverConfig, CommandFenceConfig
+from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+
+_KEEP = 2000  # characters of stdout/stderr kept in the journal
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+def context_env(ctx: ActionContext | None, action: str, node: str) -> dict[str, str]:
+    """The alert context a command receives, as RESPONDER_* variables."""
+    env = {"RESPONDER_ACTION": action, "RESPONDER_NODE": node}
+    if ctx is not None:
+        env |= {
+            "RESPONDER_PAIR": ctx.pair,
+            "RESPONDER_FAILOVER_ID": ctx.failover_id,
+            "RESPONDER_SOURCE": ctx.source or "",
+            "RESPONDER_TARGET": ctx.target,
+            "RESPONDER_REASON": ctx.reason,
+        }
+    return env
+
+
+def run(
+    argv: Sequence[str], extra_env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run argv; raise DriverError on a missing binary or a timeout (the child is killed)."""
+    env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ} | dict(extra_env)
+    try:
+        return subprocess.run(
+            list(argv),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise DriverError(f"{argv[0]} timed out after {timeout:g}s and was killed") from None
+    except OSError as exc:
+        raise DriverError(f"{argv[0]} could not run: {exc.strerror}") from None
+
+
+def _outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, str | int]:
+    return {
+        "exit": proc.returncode,
+        "stdout": proc.stdout[-_KEEP:],
+        "stderr": proc.stderr[-_KEEP:],
+    }
+
+
+class CommandDriver:
+    """status / fence / activate as commands; exit status 0 confirms."""
+
+    def __init__(self, node: str, config: CommandDriverConfig) -> None:
+        self.node = node
+        self.config = config
+
+    def _env(self, ctx: ActionContext | None, action: str) -> dict[str, str]:
+        return dict(self.config.env) | context_env(ctx, action, self.node)
+
+    def status(self) -> NodeStatus:
+        if self.config.status is None:
+            return NodeStatus(healthy=True, signing=None, detail="no status command configured")
+        proc = run(self.config.status, self._env(None, "status"), self.config.timeout)
+        if proc.returncode != 0:
+            raise DriverError(f"status command exited {proc.returncode}: {proc.stderr[-200:]!r}")
+        signing: bool | None = None
+        try:
+            data = json.loads(proc.stdout)
+            if isinstance(data, dict) and isinstance(data.get("signing"), bool):
+                signing = data["signing"]
+        except ValueError:
+            pass
+        return NodeStatus(healthy=True, signing=signing, detail=proc.stdout[-_KEEP:])
+
+    def _mutate(self, action: Action, ctx: ActionContext) -> StepResult:
+        argv = self.config.fence if action == "fence" else self.config.activate
+        proc = run(argv, self._env(ctx, action), self.config.timeout)
+        if proc.returncode != 0:
+            raise DriverError(
+                f"{action} command exited {proc.returncode}: {proc.stderr[-200:]!r}"
+            )
+        return StepResult(detail=f"{action} command exited 0", data=_outcome(proc))
+
+    def fence(self, ctx: ActionContext) -> StepResult:
+        return self._mutate("fence", ctx)
+
+    def activate(self, ctx: ActionContext) -> StepResult:
+        return self._mutate("activate", ctx)
+
+    def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
+        argv = self.config.fence if action == "fence" else self.config.activate
+        return PlannedCall(
+            description=f"run {' '.join(argv)}",
+            request={"argv": list(argv), "env": self._env(ctx, action), "timeout": self.config.timeout},
+        )
+
+
+class CommandFencer:
+    """An extra fence level as a command (e.g. a power-off or service-stop script)."""
+
+    def __init__(self, node: str, config: CommandFenceConfig) -> None:
+        self.node = node
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return f"command:{self.config.argv[0]}"
+
+    def _env(self, ctx: ActionContext) -> dict[str, str]:
+        return dict(self.config.env) | context_env(ctx, "fence", self.node)
+
+    def fence(self, ctx: ActionContext) -> StepResult:
+        proc = run(self.config.argv, self._env(ctx), self.config.timeout)
+        if proc.returncode != 0:
+            raise DriverError(
+                f"fence command exited {proc.returncode}: {proc.stderr[-200:]!r}"
+            )
+        return StepResult(detail="fence command exited 0", data=_outcome(proc))
+
+    def plan(self, ctx: ActionContext) -> PlannedCall:
+        return PlannedCall(
+            description=f"run {' '.join(self.config.argv)}",
+            request={
+                "argv": list(self.config.argv),
+                "env": self._env(ctx),
+                "timeout": self.config.timeout,
+            },
+        )

@@ -1,0 +1,280 @@
+"""Carries out one failover, journaling each step before and after it runs.
+
+Order is the safety property: the target is probed, the source is fenced (levels in order
+until one confirms), and only then is the target activated. In dry-run every read-only probe
+runs and every mutating call is recorded as "would call" instead of sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .clock import Clock
+from .config import Config
+from .drivers import ActionContext, DriverError, NodeHandle, PlannedCall
+from .failover import Failover, Step
+from .metrics import Metrics
+from .policy import Event, FailoverEnded, NodeFenced, decide, reconcile
+from .state import PairState
+from .store import EventRecord, Store
+
+log = logging.getLogger("responder.executor")
+
+
+class Executor:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        nodes: Mapping[tuple[str, str], NodeHandle],
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        owner: str,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.nodes = nodes
+        self.metrics = metrics
+        self.clock = clock
+        self.owner = owner
+
+    # ---- journal --------------------------------------------------------------------------
+
+    def _journal(self, f: Failover, phase: str, detail: Mapping[str, Any]) -> None:
+        """Append to the journal, proving in the same transaction that we still own f."""
+        now = self.clock.now()
+        with self.store.transaction() as txn:
+            txn.update_failover(f, self.owner)
+            txn.append_journal(f.id, now, f.step.value, phase, detail)
+
+    def _advance(
+        self,
+        f: Failover,
+        step: Step,
+        detail: Mapping[str, Any],
+        *,
+        pair_event: Event | None = None,
+        outcome_reason: str | None = None,
+        event_kind: str | None = None,
+    ) -> Failover:
+        """Move f to `step` and, atomically with it, tell the policy (roles, phase)."""
+        now = self.clock.now()
+        new = f.advance(step, now, outcome_reason=outcome_reason or f.outcome_reason)
+        pair = self.config.pair(f.pair)
+        reason = outcome_reason or detail.get("reason") or f"failover {f.id}: {step.value}"
+        with self.store.transaction() as txn:
+            txn.update_failover(new, self.owner)
+            txn.append_journal(f.id, now, step.value, "begin", detail)
+            if pair_event is not None:
+                state = txn.load_pair(f.pair) or PairState.initial(pair, now)
+                decision = decide(reconcile(state, pair), pair_event, now, pair)
+                txn.save_pair(decision.state)
+                reason = decision.reason
+            txn.add_event(
+                EventRecord(
+                    ts=now,
+                    pair=f.pair,
+                    kind=event_kind or f"failover:{step.value}",
+                    reason=str(reason),
+                    failover_id=f.id,
+                    data=dict(detail),
+                )
+            )
+        log.info(
+            "failover step %s", step.value, extra={"pair": f.pair, "failover_id": f.id, "reason": reason}
+        )
+        return new
+
+    def _would_call(self, f: Failover, node: str, what: str, plan: PlannedCall) -> None:
+        now = self.clock.now()
+        data = {"node": node, "action": what, "request": dict(plan.request)}
+        with self.store.transaction() as txn:
+            txn.update_failover(f, self.owner)
+            txn.append_journal(f.id, now, f.step.value, "would_call", data)
+            txn.add_event(
+                EventRecord(
+                    ts=now,
+                    pair=f.pair,
+                    kind="would_call",
+                    reason=f"dry-run: would {what} {node}: {plan.description}",
+                    node=node,
+                    failover_id=f.id,
+                    data=data,
+                )
+            )
+
+    # ---- the sequence ---------------------------------------------------------------------
+
+    def run(self, f: Failover) -> Failover:
+        """Run f from whatever step its journal says it reached; returns it terminal."""
+        resumed = f.step is not Step.PLANNED
+        if resumed:
+            self._journal(f, "note", {"resumed_by": self.owner, "from_step": f.step.value})
+        ctx = ActionContext(
+            pair=f.pair,
+            node=f.target,
+            failover_id=f.id,
+            source=f.source,
+            target=f.target,
+            reason=f.reason,
+        )
+        if f.step is Step.PLANNED:
+            f = self._probe(f)
+        if f.step is Step.FENCING:
+            f = self._fence(f, ctx)
+        if f.step is Step.FENCED:
+            f = self._advance(f, Step.ACTIVATING, {"target": f.target})
+            resumed = False
+        if f.step is Step.ACTIVATING:
+            f = self._activate(f, ctx, resumed=resumed)
+        outcome = "dry_run" if f.dry_run and f.step is Step.DONE else f.step.value
+        self.metrics.failovers.labels(pair=f.pair, outcome=outcome).inc()
+        return f
+
+    def _timed(self, step: str, started: float) -> None:
+        self.metrics.step_seconds.labels(step=step).observe(time.perf_counter() - started)
+
+    def _end(self, f: Failover, step: Step, reason: str, **kw: Any) -> Failover:
+        activated = f.target if step is Step.DONE else None
+        event = FailoverEnded(
+            failover_id=f.id,
+            outcome=step.value,
+            reason=reason,
+            activated=activated,
+            dry_run=f.dry_run,
+            fenced_nodes=tuple(kw.pop("fenced_nodes", ())),
+        )
+        level = logging.INFO if step is Step.DONE else logging.ERROR
+        log.log(level, "failover %s: %s", step.value, reason, extra={"pair": f.pair, "failover_id": f.id})
+        return self._advance(
+            f, step, {"reason": reason, **kw}, pair_event=event, outcome_reason=reason
+        )
+
+    def _probe(self, f: Failover) -> Failover:
+        handle = self.nodes[(f.pair, f.target)]
+        self._journal(f, "begin", {"probe": f.target})
+        started = time.perf_counter()
+        try:
+            status = handle.driver.status()
+        except DriverError as exc:
+            self._timed("probe", started)
+            self._journal(f, "end", {"probe": f.target, "error": str(exc)})
+            return self._end(f, Step.ABORTED, f"target {f.target} did not answer its probe: {exc}")
+        self._timed("probe", started)
+        self._journal(
+            f,
+            "end",
+            {"probe": f.target, "healthy": status.healthy, "signing": status.signing},
+        )
+        if not status.healthy:
+            return self._end(f, Step.ABORTED, f"target {f.target} reports unhealthy: {status.detail}")
+        if status.signing:
+            return self._end(
+                f,
+                Step.ABORTED,
+                f"target {f.target} already reports signing; refusing to risk two signers",
+            )
+        if f.source is None:
+            return self._advance(f, Step.FENCED, {"reason": "no active node to fence"})
+        return self._advance(f, Step.FENCING, {"source": f.source})
+
+    def _fence(self, f: Failover, ctx: ActionContext) -> Failover:
+        assert f.source is not None
+        handle = self.nodes[(f.pair, f.source)]
+        src_ctx = ActionContext(**{**ctx.__dict__, "node": f.source})
+        levels: list[tuple[str, Any, Any]] = [
+            ("driver", handle.driver.fence, lambda: handle.driver.plan("fence", src_ctx))
+        ]
+        for fencer in handle.fencers:
+            levels.append((fencer.name, fencer.fence, lambda fencer=fencer: fencer.plan(src_ctx)))
+        failures = []
+        for index, (name, fence, plan) in enumerate(levels):
+            label = f"{index}:{name.split(':')[0]}"
+            self._journal(f, "begin", {"level": index, "method": name})
+            if f.dry_run:
+                self._would_call(f, f.source, "fence", plan())
+                self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="dry_run").inc()
+                self._journal(f, "end", {"level": index, "dry_run": True})
+                return self._advance(
+                    f, Step.FENCED, {"level": index, "method": name, "dry_run": True}
+                )
+            started = time.perf_counter()
+            try:
+                result = fence(src_ctx)
+            except DriverError as exc:
+                self._timed("fence", started)
+                failures.append(f"level {index} ({name}): {exc}")
+                self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="failed").inc()
+                self._journal(f, "end", {"level": index, "confirmed": False, "error": str(exc)})
+                log.warning(
+                    "fence level %d failed: %s", index, exc,
+                    extra={"pair": f.pair, "node": f.source, "failover_id": f.id},
+                )
+                continue
+            self._timed("fence", started)
+            self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="confirmed").inc()
+            self._journal(
+                f, "end", {"level": index, "confirmed": True, "detail": result.detail, "data": dict(result.data)}
+            )
+            return self._advance(
+                f,
+                Step.FENCED,
+                {"level": index, "method": name, "detail": result.detail},
+                pair_event=NodeFenced(f.id, f.source),
+            )
+        return self._end(
+            f,
+            Step.FAILED,
+            f"every fence level failed on {f.source}; nothing was activated: " + "; ".join(failures),
+        )
+
+    def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:
+        handle = self.nodes[(f.pair, f.target)]
+        if f.dry_run:
+            self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx))
+            return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
+        if resumed:
+            try:
+                status = handle.driver.status()
+            except DriverError as exc:
+                status = None
+                self._journal(f, "note", {"resume_probe_error": str(exc)})
+            if status is not None and status.signing:
+                return self._end(
+                    f,
+                    Step.DONE,
+                    f"{f.target} already signing after restart; activation not repeated",
+                )
+        self._journal(f, "begin", {"activate": f.target})
+        started = time.perf_counter()
+        try:
+            result = handle.driver.activate(ctx)
+        except DriverError as exc:
+            self._timed("activate", started)
+            self._journal(f, "end", {"activate": f.target, "confirmed": False, "error": str(exc)})
+            return self._failed_activation(f, ctx, handle, exc)
+        self._timed("activate", started)
+        self._journal(f, "end", {"activate": f.target, "confirmed": True, "detail": result.detail})
+        return self._end(f, Step.DONE, f"{f.source or 'nothing'} fenced, {f.target} active")
+
+    def _failed_activation(
+        self, f: Failover, ctx: ActionContext, handle: NodeHandle, exc: DriverError
+    ) -> Failover:
+        """Leave the pair stuck but safe: fence the half-activated target too, then page."""
+        try:
+            handle.driver.fence(ctx)
+        except DriverError as fence_exc:
+            reason = (
+                f"activation of {f.target} failed ({exc}); fencing it back also failed "
+                f"({fence_exc}): its signing state is unknown, check it by hand"
+            )
+            return self._end(f, Step.FAILED, reason)
+        reason = (
+            f"activation of {f.target} failed ({exc}); it was fenced again, so no node signs: "
+            "an operator must repair and fail over by hand"
+        )
+        return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))

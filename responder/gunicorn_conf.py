@@ -1,0 +1,32 @@
+"""Gunicorn settings derived from the responder config (RESPONDER_CONFIG).
+
+Use: gunicorn -c python:responder.gunicorn_conf 'responder.wsgi:app_from_env()'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .config import load_config
+
+_config = load_config(os.environ["RESPONDER_CONFIG"])
+
+bind = os.environ.get("RESPONDER_BIND", _config.listen)
+workers = int(os.environ.get("RESPONDER_WORKERS", _config.workers))
+worker_class = "gthread"
+threads = 4
+timeout = 30
+graceful_timeout = 10
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+preload_app = False
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live metrics files (prometheus_client multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

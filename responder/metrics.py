@@ -1,0 +1,120 @@
+"""Prometheus metrics, all `responder_`-prefixed, on an injected CollectorRegistry.
+
+Counters and histograms are written by whichever process does the work; under gunicorn with
+several workers `serve` sets PROMETHEUS_MULTIPROC_DIR so /metrics aggregates them. Pair state,
+roles and dry-run are read from the store and config at scrape time, so they are the same
+whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from .config import Config
+from .state import Phase, Role
+from .store import Store
+
+STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.notifications = Counter(
+            "responder_notifications",
+            "Webhook deliveries by outcome (recorded, unauthorized, forbidden, bad_request, "
+            "too_large, error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.alerts_deduplicated = Counter(
+            "responder_alerts_deduplicated",
+            "Alerts ignored because the same fingerprint+startsAt was already handled.",
+            registry=registry,
+        )
+        self.truncated = Counter(
+            "responder_truncated_notifications",
+            "Notifications with truncatedAlerts > 0 (alerts dropped by max_alerts).",
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "responder_decisions",
+            "Policy decisions that changed a pair, by pair and action.",
+            ["pair", "action"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "responder_failovers",
+            "Finished failovers by pair and outcome (done, dry_run, failed, aborted).",
+            ["pair", "outcome"],
+            registry=registry,
+        )
+        self.step_seconds = Histogram(
+            "responder_failover_step_seconds",
+            "Duration of failover steps (probe, fence, activate).",
+            ["step"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        )
+        self.fence_attempts = Counter(
+            "responder_fence_attempts",
+            "Fence attempts by pair, level and result (confirmed, failed, dry_run).",
+            ["pair", "level", "result"],
+            registry=registry,
+        )
+        self.webhook_seconds = Histogram(
+            "responder_webhook_duration_seconds",
+            "Time to validate, record and answer a webhook delivery.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+
+class StateCollector(Collector):
+    """Pair phase, node roles and dry-run, read from the store at scrape time."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self._config = config
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        phase = GaugeMetricFamily(
+            "responder_pair_state", "1 for the pair's current phase.", labels=["pair", "phase"]
+        )
+        paused = GaugeMetricFamily("responder_pair_paused", "1 if the pair is paused.", labels=["pair"])
+        roles = GaugeMetricFamily(
+            "responder_node_role", "1 for each node's current role.", labels=["pair", "node", "role"]
+        )
+        dry = GaugeMetricFamily("responder_dry_run", "1 if the pair runs in dry-run.", labels=["pair"])
+        states = {s.pair: s for s in self._store.list_pairs()}
+        for pair in self._config.pairs:
+            dry.add_metric([pair.name], 1.0 if self._config.pair_dry_run(pair) else 0.0)
+            state = states.get(pair.name)
+            if state is None:
+                continue
+            for p in Phase:
+                phase.add_metric([pair.name, p.value], 1.0 if state.phase is p else 0.0)
+            paused.add_metric([pair.name], 1.0 if state.paused else 0.0)
+            for node, role in state.roles.items():
+                for r in Role:
+                    roles.add_metric([pair.name, node, r.value], 1.0 if role is r else 0.0)
+        yield from (phase, paused, roles, dry)
+
+
+def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:
+    """The /metrics body: this process's (or all workers') counters plus the state gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
+    else:
+        scrape = registry
+    body = generate_latest(scrape)
+    extra = CollectorRegistry()
+    extra.register(state)
+    return body + generate_latest(extra)

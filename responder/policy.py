@@ -1,0 +1,423 @@
+"""The pure policy engine: decide(state, event, now, pair) -> Decision.
+
+No I/O and no clock: every input arrives in the event or as `now`, every effect leaves as an
+action in the Decision. The service persists the new state and carries the actions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .alerts import Alert
+from .config import PairConfig
+from .state import Attempt, PairState, Phase, Role, Signal
+
+TOMBSTONE_TTL = 7 * 86400.0  # resolved episodes remembered so a late duplicate cannot revive them
+TOMBSTONE_MAX = 2000
+
+
+class IllegalTransition(Exception):
+    """An event that the pair's current phase does not allow (the caller's error)."""
+
+
+class Rejected(Exception):
+    """An operator request refused for a reason the operator can act on."""
+
+
+# ---- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertsReceived:
+    """The alerts of one notification that concern this pair, each already mapped to a node."""
+
+    alerts: tuple[tuple[Alert, str], ...]
+    truncated: int = 0
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: re-check deadlines."""
+
+
+@dataclass(frozen=True)
+class NodeFenced:
+    failover_id: str
+    node: str
+
+
+@dataclass(frozen=True)
+class FailoverEnded:
+    failover_id: str
+    outcome: str  # "done" | "failed" | "aborted"
+    reason: str
+    activated: str | None
+    dry_run: bool
+    fenced_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pause:
+    by: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    by: str
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    by: str
+
+
+@dataclass(frozen=True)
+class ManualFailover:
+    target: str
+    by: str
+
+
+@dataclass(frozen=True)
+class Unfence:
+    node: str
+    by: str
+    probe_signing: bool | None  # what the node reported just before; None: it did not answer
+
+
+Event = (
+    AlertsReceived
+    | Tick
+    | NodeFenced
+    | FailoverEnded
+    | Pause
+    | Resume
+    | Acknowledge
+    | ManualFailover
+    | Unfence
+)
+
+
+# ---- actions and the decision ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartFailover:
+    failover_id: str
+    source: str | None
+    target: str
+    automatic: bool
+    reason: str
+
+
+Action = StartFailover
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: PairState
+    actions: tuple[Action, ...]
+    reason: str
+    changed: bool  # False when the event changed nothing (a duplicate, an idle tick)
+    duplicates: int = 0
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reconcile(state: PairState, pair: PairConfig) -> PairState:
+    """Adapt a stored state to the current config: new nodes join as standbys."""
+    names = [n.name for n in pair.nodes]
+    roles = {name: state.roles.get(name, Role.STANDBY) for name in names}
+    signals = tuple(s for s in state.signals if s.node in roles)
+    if roles == dict(state.roles) and signals == state.signals:
+        return state
+    return state.evolve(roles=roles, signals=signals)
+
+
+def decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Decision:
+    """Apply one event to one pair's state."""
+    state = _prune(state, now)
+    if isinstance(event, AlertsReceived):
+        return _alerts(state, event, now, pair)
+    if isinstance(event, Tick):
+        if state.deadline is not None and now >= state.deadline:
+            return _evaluate(state, now, pair, cause="deadline reached")
+        return Decision(state, (), state.reason, changed=False)
+    if isinstance(event, NodeFenced):
+        return _node_fenced(state, event, now)
+    if isinstance(event, FailoverEnded):
+        return _failover_ended(state, event, now, pair)
+    if isinstance(event, Pause):
+        if state.paused:
+            return Decision(state, (), "already paused", changed=False)
+        reason = f"paused by {event.by}: alerts are recorded, nothing is acted on"
+        return Decision(_say(state.evolve(paused=True), reason, now), (), reason, changed=True)
+    if isinstance(event, Resume):
+        if not state.paused:
+            return Decision(state, (), "not paused", changed=False)
+        return _evaluate(state.evolve(paused=False), now, pair, cause=f"resumed by {event.by}")
+    if isinstance(event, Acknowledge):
+        return _acknowledge(state, event, now, pair)
+    if isinstance(event, ManualFailover):
+        return _manual(state, event, now, pair)
+    if isinstance(event, Unfence):
+        return _unfence(state, event, now)
+    raise IllegalTransition(f"unknown event {event!r}")
+
+
+def _say(state: PairState, reason: str, now: float) -> PairState:
+    return state.evolve(reason=reason, reason_at=now)
+
+
+def _prune(state: PairState, now: float) -> PairState:
+    if not state.resolved:
+        return state
+    kept = {k: t for k, t in state.resolved.items() if now - t < TOMBSTONE_TTL}
+    if len(kept) > TOMBSTONE_MAX:
+        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-TOMBSTONE_MAX:])
+    return state if len(kept) == len(state.resolved) else state.evolve(resolved=kept)
+
+
+def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfig) -> Decision:
+    triggers = set(pair.policy.triggers)
+    signals = {s.fingerprint: s for s in state.signals}
+    resolved = dict(state.resolved)
+    duplicates = 0
+    notes: list[str] = []
+    for alert, node in event.alerts:
+        if alert.alertname not in triggers:
+            continue
+        current = signals.get(alert.fingerprint)
+        if alert.status == "firing":
+            if alert.key in resolved or (current and current.starts_at == alert.starts_at):
+                duplicates += 1
+                continue
+            signals[alert.fingerprint] = Signal(
+                alertname=alert.alertname,
+                fingerprint=alert.fingerprint,
+                starts_at=alert.starts_at,
+                node=node,
+                since=now,
+            )
+            notes.append(f"{alert.alertname} firing on {node}")
+        else:
+            if alert.key in resolved:
+                duplicates += 1
+                continue
+            resolved[alert.key] = now
+            if current and current.starts_at == alert.starts_at:
+                del signals[alert.fingerprint]
+                notes.append(f"{alert.alertname} resolved on {node}")
+            else:
+                duplicates += 1
+    if not notes:
+        why = "duplicate delivery, nothing new" if duplicates else "no trigger alerts for this pair"
+        return Decision(state, (), why, changed=False, duplicates=duplicates)
+    new = state.evolve(
+        signals=tuple(sorted(signals.values(), key=lambda s: (s.since, s.fingerprint))),
+        resolved=resolved,
+    )
+    decision = _evaluate(new, now, pair, cause="; ".join(notes))
+    return Decision(decision.state, decision.actions, decision.reason, True, duplicates)
+
+
+def _fault(state: PairState, pair: PairConfig) -> tuple[str | None, list[tuple[str, float]]]:
+    """The active node and, per firing trigger alertname on it, since when it has fired."""
+    active = state.active_node
+    earliest: dict[str, float] = {}
+    if active is not None:
+        for s in state.signals_on(active):
+            earliest[s.alertname] = min(s.since, earliest.get(s.alertname, s.since))
+    return active, sorted(earliest.items(), key=lambda kv: kv[1])
+
+
+def _unhealthy(state: PairState, node: str) -> list[str]:
+    return sorted({s.alertname for s in state.signals_on(node)})
+
+
+def _pick_target(state: PairState, pair: PairConfig) -> tuple[str | None, str]:
+    """First standby in config order with no firing trigger; else why there is none."""
+    notes = []
+    for node in pair.nodes:
+        role = state.roles.get(node.name)
+        if role is not Role.STANDBY:
+            continue
+        bad = _unhealthy(state, node.name)
+        if bad:
+            notes.append(f"{node.name} unhealthy ({', '.join(bad)})")
+            continue
+        return node.name, ""
+    return None, "no healthy standby" + (f": {'; '.join(notes)}" if notes else "")
+
+
+def _evaluate(state: PairState, now: float, pair: PairConfig, cause: str) -> Decision:
+    """Re-derive what is due from the signals; start a failover when every gate is open."""
+    if state.phase is Phase.FAILING_OVER:
+        reason = f"{cause}; failover {state.failover_id} in flight"
+        return Decision(_say(state, reason, now), (), reason, changed=True)
+    if state.phase is Phase.BLOCKED:
+        reason = f"{cause}; automation blocked until acknowledged: {state.blocked_reason}"
+        return Decision(_say(state, reason, now), (), reason, changed=True)
+    policy = pair.policy
+    active, firing = _fault(state, pair)
+    if len(firing) < policy.quorum:
+        if state.phase is Phase.PENDING:
+            reason = f"{cause}; debounced: fault on {active} cleared before failover"
+        else:
+            reason = f"{cause}; no fault on the active node {active}"
+        new = state.evolve(phase=Phase.ARMED, deadline=None)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
+    names = ", ".join(name for name, _ in firing)
+    due = firing[policy.quorum - 1][1] + policy.hold
+    if now < due:
+        reason = (
+            f"{cause}; fault on {active} ({names}): failover at {_ts(due)} "
+            f"unless resolved (hold {policy.hold:g}s, quorum {policy.quorum})"
+        )
+        new = state.evolve(phase=Phase.PENDING, deadline=due)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
+    gate, retry_at = _gate(state, now, pair)
+    if gate:
+        reason = f"{cause}; fault on {active} ({names}) held {policy.hold:g}s but {gate}"
+        new = state.evolve(phase=Phase.PENDING, deadline=retry_at)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
+    target, why = _pick_target(state, pair)
+    if target is None:
+        reason = f"{cause}; fault on {active} ({names}) but failover blocked: {why}"
+        new = state.evolve(phase=Phase.PENDING, deadline=None)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
+    reason = f"{cause}; fault on {active} ({names}) held {policy.hold:g}s: fail over to {target}"
+    return _start(state, now, active, target, automatic=True, reason=reason)
+
+
+def _gate(state: PairState, now: float, pair: PairConfig) -> tuple[str, float | None]:
+    """Why automation may not act now, and when to look again (None: on the next change)."""
+    policy = pair.policy
+    if state.paused:
+        return "the pair is paused", None
+    if state.attempts:
+        last = max(a.at for a in state.attempts)
+        if now < last + policy.cooldown:
+            return f"cooldown until {_ts(last + policy.cooldown)}", last + policy.cooldown
+    recent = sorted(
+        a.at for a in state.attempts if a.automatic and now - a.at < policy.max_failovers_window
+    )
+    if len(recent) >= policy.max_failovers:
+        if policy.max_failovers == 0:
+            return "automatic failover is disabled (max_failovers: 0)", None
+        until = recent[-policy.max_failovers] + policy.max_failovers_window
+        return (
+            f"max_failovers {policy.max_failovers} reached in the window, until {_ts(until)}",
+            until,
+        )
+    return "", None
+
+
+def _start(
+    state: PairState, now: float, source: str | None, target: str, *, automatic: bool, reason: str
+) -> Decision:
+    seq = state.failover_seq + 1
+    failover_id = f"{state.pair}-{seq}"
+    new = state.evolve(
+        phase=Phase.FAILING_OVER,
+        deadline=None,
+        failover_id=failover_id,
+        failover_seq=seq,
+        attempts=(*state.attempts, Attempt(at=now, automatic=automatic, failover_id=failover_id)),
+    )
+    action = StartFailover(failover_id, source, target, automatic, reason)
+    return Decision(_say(new, reason, now), (action,), reason, changed=True)
+
+
+def _in_flight(state: PairState, failover_id: str) -> None:
+    if state.phase is not Phase.FAILING_OVER or state.failover_id != failover_id:
+        raise IllegalTransition(
+            f"failover {failover_id} is not the one in flight for {state.pair} "
+            f"(phase {state.phase.value}, in flight {state.failover_id})"
+        )
+
+
+def _node_fenced(state: PairState, event: NodeFenced, now: float) -> Decision:
+    _in_flight(state, event.failover_id)
+    roles = dict(state.roles)
+    roles[event.node] = Role.FENCED
+    reason = f"failover {event.failover_id}: {event.node} fenced"
+    return Decision(_say(state.evolve(roles=roles), reason, now), (), reason, changed=True)
+
+
+def _failover_ended(
+    state: PairState, event: FailoverEnded, now: float, pair: PairConfig
+) -> Decision:
+    _in_flight(state, event.failover_id)
+    roles = dict(state.roles)
+    for node in event.fenced_nodes:
+        roles[node] = Role.FENCED
+    if event.outcome == "done":
+        if event.activated is not None and not event.dry_run:
+            for name, role in roles.items():
+                if role is Role.ACTIVE and name != event.activated:
+                    raise IllegalTransition(f"{name} still active while activating {event.activated}")
+            roles[event.activated] = Role.ACTIVE
+        label = "dry-run complete" if event.dry_run else "completed"
+        new = state.evolve(phase=Phase.ARMED, roles=roles, deadline=None)
+        cause = f"failover {event.failover_id} {label}: {event.reason}"
+        return _evaluate(new, now, pair, cause=cause)
+    reason = (
+        f"failover {event.failover_id} {event.outcome}: {event.reason}; "
+        "automation blocked until an operator acknowledges"
+    )
+    new = state.evolve(
+        phase=Phase.BLOCKED, roles=roles, deadline=None, blocked_reason=event.reason
+    )
+    return Decision(_say(new, reason, now), (), reason, changed=True)
+
+
+def _acknowledge(state: PairState, event: Acknowledge, now: float, pair: PairConfig) -> Decision:
+    if state.phase is Phase.FAILING_OVER:
+        raise Rejected(f"failover {state.failover_id} is still in flight; nothing to acknowledge")
+    if state.phase is not Phase.BLOCKED and not state.attempts:
+        raise Rejected("nothing to acknowledge: no failed or finished failover")
+    new = state.evolve(phase=Phase.ARMED, blocked_reason=None, attempts=())
+    return _evaluate(new, now, pair, cause=f"acknowledged by {event.by}; automation re-armed")
+
+
+def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfig) -> Decision:
+    if state.phase is Phase.FAILING_OVER:
+        raise Rejected(f"failover {state.failover_id} is already in flight")
+    role = state.roles.get(event.target)
+    if role is None:
+        raise Rejected(f"{event.target} is not a node of {state.pair}")
+    if role is not Role.STANDBY:
+        raise Rejected(f"{event.target} is {role.value}, not a standby; un-fence it first")
+    bad = _unhealthy(state, event.target)
+    if bad:
+        raise Rejected(f"{event.target} is unhealthy: {', '.join(bad)} firing")
+    source = state.active_node
+    others = [n for n, r in state.roles.items() if r is Role.STANDBY and n != event.target]
+    reason = (
+        f"manual failover by {event.by}: "
+        + (f"fence {source}, then activate {event.target}" if source else f"activate {event.target}")
+        + (f" (standbys {', '.join(others)} stay standby)" if others else "")
+    )
+    new = state.evolve(phase=Phase.ARMED, blocked_reason=None)
+    return _start(new, now, source, event.target, automatic=False, reason=reason)
+
+
+def _unfence(state: PairState, event: Unfence, now: float) -> Decision:
+    if state.phase is Phase.FAILING_OVER:
+        raise Rejected(f"failover {state.failover_id} is in flight; try again when it ends")
+    role = state.roles.get(event.node)
+    if role is None:
+        raise Rejected(f"{event.node} is not a node of {state.pair}")
+    if role is not Role.FENCED:
+        raise Rejected(f"{event.node} is {role.value}, not fenced")
+    if event.probe_signing is None:
+        raise Rejected(f"{event.node} did not answer its status probe; cannot confirm it is not signing")
+    if event.probe_signing:
+        raise Rejected(f"{event.node} reports that it is signing; refusing to mark it standby")
+    roles = dict(state.roles)
+    roles[event.node] = Role.STANDBY
+    reason = f"{event.node} un-fenced by {event.by}: now a standby (probe: not signing)"
+    return Decision(_say(state.evolve(roles=roles), reason, now), (), reason, changed=True)

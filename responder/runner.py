@@ -1,0 +1,72 @@
+"""The background loop of a serving process: act on deliveries, deadlines and failovers.
+
+Several processes may run it against one store; the store's transactions and failover leases
+make sure each delivery is processed once and each failover is executed by one owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .failover import Failover
+from .service import Responder
+
+log = logging.getLogger("responder.runner")
+
+
+class Runner:
+    def __init__(self, responder: Responder, *, poll_interval: float, lease: float) -> None:
+        self.responder = responder
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Called after a delivery or operator request is recorded."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="responder-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.responder.process_notifications()
+                self.responder.tick()
+                self.responder.run_failovers(on_claim=self._heartbeat)
+                timeout = self.poll_interval
+                deadline = self.responder.next_deadline()
+                if deadline is not None:
+                    timeout = max(0.01, min(timeout, deadline - self.responder.clock.now()))
+            except Exception:
+                log.exception("background loop error; retrying")
+                timeout = self.poll_interval
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _heartbeat(self, failover: Failover) -> None:
+        """Keep renewing the lease of a claimed failover until it reaches a terminal step."""
+
+        def renew() -> None:
+            store = self.responder.store
+            owner = self.responder.owner
+            while not self._stop.wait(self.lease / 3):
+                current = store.get_failover(failover.id)
+                if current is None or current.step.terminal:
+                    return
+                if not store.renew_lease(failover.id, owner, time.time() + self.lease):
+                    log.error("lease lost", extra={"failover_id": failover.id})
+                    return
+
+        threading.Thread(target=renew, name=f"lease-{failover.id}", daemon=True).start()

@@ -1,0 +1,145 @@
+"""The store interface: durable notifications, per-pair state, events and failover journals.
+
+Everything the policy relies on for safety lives behind `Store.transaction()`: one
+serialisable, all-or-nothing unit across threads, processes (gunicorn workers) and, with a
+distributed backend, replicas. SQLite implements it in `sqlite_store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .alerts import Notification
+from .failover import Failover
+from .state import PairState
+
+
+class InFlightError(Exception):
+    """A second unfinished failover for a pair was about to be stored."""
+
+
+class LeaseLost(Exception):
+    """This process no longer owns the failover it is executing; it must stop at once."""
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One line of the audit trail."""
+
+    ts: float
+    pair: str
+    kind: str
+    reason: str
+    node: str | None = None
+    failover_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "pair": self.pair,
+            "kind": self.kind,
+            "reason": self.reason,
+            "node": self.node,
+            "failover_id": self.failover_id,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    failover_id: str
+    seq: int
+    ts: float
+    step: str
+    phase: str  # "begin" | "end" | "note"
+    detail: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "step": self.step,
+            "phase": self.phase,
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    id: int
+    received_at: float
+    notification: Notification
+
+
+class StoreTxn(Protocol):
+    """Reads and writes inside one transaction; nothing is visible to others until commit."""
+
+    def load_pair(self, pair: str) -> PairState | None: ...
+
+    def save_pair(self, state: PairState) -> None: ...
+
+    def add_event(self, event: EventRecord) -> None: ...
+
+    def take_notifications(self, limit: int) -> list[StoredNotification]:
+        """Unprocessed notifications, oldest first, marked processed on commit."""
+        ...
+
+    def load_failover(self, failover_id: str) -> Failover | None: ...
+
+    def insert_failover(self, failover: Failover) -> None:
+        """Raise InFlightError if the pair already has an unfinished failover."""
+        ...
+
+    def update_failover(self, failover: Failover, owner: str) -> None:
+        """Raise LeaseLost unless `owner` holds the failover's lease."""
+        ...
+
+    def append_journal(
+        self, failover_id: str, ts: float, step: str, phase: str, detail: Mapping[str, Any]
+    ) -> None: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[StoreTxn]:
+        """Serialised against every other transaction on the same store; rolls back on error."""
+        ...
+
+    def record_notification(self, received_at: float, notification: Notification, raw: str) -> int:
+        """Durably store one delivery; returns once it survives a crash."""
+        ...
+
+    def pending_notifications(self) -> int: ...
+
+    def list_pairs(self) -> list[PairState]: ...
+
+    def list_events(
+        self, pair: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[EventRecord]: ...
+
+    def get_failover(self, failover_id: str) -> Failover | None: ...
+
+    def list_failovers(self, pair: str | None = None, limit: int = 20) -> list[Failover]: ...
+
+    def journal(self, failover_id: str) -> list[JournalEntry]: ...
+
+    def claim_failover(self, owner: str, now: float, lease: float) -> Failover | None:
+        """Take the lease of one unfinished failover nobody holds (or whose lease expired)."""
+        ...
+
+    def renew_lease(self, failover_id: str, owner: str, until: float) -> bool: ...
+
+    def release_lease(self, failover_id: str, owner: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def iter_journal_steps(entries: list[JournalEntry]) -> Iterator[tuple[str, str]]:
+    """(step, phase) pairs in journal order; handy for assertions and status output."""
+    for entry in entries:
+        yield entry.step, entry.phase
