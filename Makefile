@@ -24,8 +24,14 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-demo: $(STAMP)
+DEMO_SECRETS := examples/secrets/webhook-token examples/secrets/operator-token examples/secrets/node-token
+
+examples/secrets/%-token:
+	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+demo: $(STAMP) $(DEMO_SECRETS)
+	$(VENV)/bin/responder check-config $(CONFIG)
 	$(VENV)/bin/responder serve --config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var examples/var .pytest_cache .mypy_cache .ruff_cache

@@ -113,7 +113,7 @@ def create_app(
     def healthz() -> Response:
         try:
             pending = store.pending_notifications()
-        except Exception as exc:  # noqa: BLE001 - any store failure makes us unhealthy
+        except Exception as exc:
             return _error(503, f"store unavailable: {type(exc).__name__}")
         return jsonify({"status": "ok", "pending_notifications": pending})
 

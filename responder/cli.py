@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from .config import ConfigError, check_driver_files, load_config, load_secrets, read_secret
+from .service import iso
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 
@@ -59,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     argv = [gunicorn, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
-    os.execve(gunicorn, argv, env) if os.path.isabs(gunicorn) else os.execvpe(gunicorn, argv, env)
+    os.execvpe(gunicorn, argv, env)  # noqa: S606 - argv is fixed, no shell
     return 0  # not reached
 
 
@@ -106,12 +107,14 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
     details = []
     for p in pairs:
         nodes = " ".join(
-            f"{n['name']}:{n['role']}" + (f"(firing {','.join(n['firing'])})" if n["firing"] else "")
+            f"{n['name']}:{n['role']}"
+            + (f"(firing {','.join(n['firing'])})" if n["firing"] else "")
             for n in p["nodes"]
         )
-        mode = ",".join(
-            m for m, on in (("paused", p["paused"]), ("dry-run", p["dry_run"])) if on
-        ) or "-"
+        mode = (
+            ",".join(m for m, on in (("paused", p["paused"]), ("dry-run", p["dry_run"])) if on)
+            or "-"
+        )
         rows.append([p["name"], p["phase"], p["active_node"] or "(none)", nodes, mode])
         details.append(f"{p['name']}: {p['reason']} (at {p['reason_at']})")
         if p["pending"] and p["pending"]["deadline"]:
@@ -134,8 +137,6 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
 
 
 def format_events(events: list[dict[str, Any]]) -> str:
-    from .service import iso
-
     rows = [["ID", "TIME", "PAIR", "KIND", "REASON"]]
     for e in events:
         rows.append([str(e["id"]), iso(e["ts"]) or "", e["pair"], e["kind"], e["reason"]])

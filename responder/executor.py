@@ -85,7 +85,9 @@ class Executor:
                 )
             )
         log.info(
-            "failover step %s", step.value, extra={"pair": f.pair, "failover_id": f.id, "reason": reason}
+            "failover step %s",
+            step.value,
+            extra={"pair": f.pair, "failover_id": f.id, "reason": reason},
         )
         return new
 
@@ -149,7 +151,13 @@ class Executor:
             fenced_nodes=tuple(kw.pop("fenced_nodes", ())),
         )
         level = logging.INFO if step is Step.DONE else logging.ERROR
-        log.log(level, "failover %s: %s", step.value, reason, extra={"pair": f.pair, "failover_id": f.id})
+        log.log(
+            level,
+            "failover %s: %s",
+            step.value,
+            reason,
+            extra={"pair": f.pair, "failover_id": f.id},
+        )
         return self._advance(
             f, step, {"reason": reason, **kw}, pair_event=event, outcome_reason=reason
         )
@@ -171,7 +179,9 @@ class Executor:
             {"probe": f.target, "healthy": status.healthy, "signing": status.signing},
         )
         if not status.healthy:
-            return self._end(f, Step.ABORTED, f"target {f.target} reports unhealthy: {status.detail}")
+            return self._end(
+                f, Step.ABORTED, f"target {f.target} reports unhealthy: {status.detail}"
+            )
         if status.signing:
             return self._end(
                 f,
@@ -211,14 +221,23 @@ class Executor:
                 self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="failed").inc()
                 self._journal(f, "end", {"level": index, "confirmed": False, "error": str(exc)})
                 log.warning(
-                    "fence level %d failed: %s", index, exc,
+                    "fence level %d failed: %s",
+                    index,
+                    exc,
                     extra={"pair": f.pair, "node": f.source, "failover_id": f.id},
                 )
                 continue
             self._timed("fence", started)
             self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="confirmed").inc()
             self._journal(
-                f, "end", {"level": index, "confirmed": True, "detail": result.detail, "data": dict(result.data)}
+                f,
+                "end",
+                {
+                    "level": index,
+                    "confirmed": True,
+                    "detail": result.detail,
+                    "data": dict(result.data),
+                },
             )
             return self._advance(
                 f,
@@ -229,7 +248,8 @@ class Executor:
         return self._end(
             f,
             Step.FAILED,
-            f"every fence level failed on {f.source}; nothing was activated: " + "; ".join(failures),
+            f"every fence level failed on {f.source}; nothing was activated: "
+            + "; ".join(failures),
         )
 
     def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     PLANNED = "planned"  # decided; the target is probed next
     FENCING = "fencing"  # fence levels are being tried on the source
     FENCED = "fenced"  # the source's fence is confirmed (or there was no source)

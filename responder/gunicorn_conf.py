@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from prometheus_client import multiprocess
+
 from .config import load_config
 
 _config = load_config(os.environ["RESPONDER_CONFIG"])
@@ -27,6 +29,4 @@ preload_app = False
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live metrics files (prometheus_client multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -87,11 +87,17 @@ class StateCollector(Collector):
         phase = GaugeMetricFamily(
             "responder_pair_state", "1 for the pair's current phase.", labels=["pair", "phase"]
         )
-        paused = GaugeMetricFamily("responder_pair_paused", "1 if the pair is paused.", labels=["pair"])
-        roles = GaugeMetricFamily(
-            "responder_node_role", "1 for each node's current role.", labels=["pair", "node", "role"]
+        paused = GaugeMetricFamily(
+            "responder_pair_paused", "1 if the pair is paused.", labels=["pair"]
         )
-        dry = GaugeMetricFamily("responder_dry_run", "1 if the pair runs in dry-run.", labels=["pair"])
+        roles = GaugeMetricFamily(
+            "responder_node_role",
+            "1 for each node's current role.",
+            labels=["pair", "node", "role"],
+        )
+        dry = GaugeMetricFamily(
+            "responder_dry_run", "1 if the pair runs in dry-run.", labels=["pair"]
+        )
         states = {s.pair: s for s in self._store.list_pairs()}
         for pair in self._config.pairs:
             dry.add_metric([pair.name], 1.0 if self._config.pair_dry_run(pair) else 0.0)

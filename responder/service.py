@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .alerts import Alert, Notification
+from .clock import Clock
 from .config import Config, PairConfig
 from .drivers import NodeHandle
 from .executor import Executor
@@ -30,7 +31,6 @@ from .policy import (
     decide,
     reconcile,
 )
-from .clock import Clock
 from .state import PairState, Phase
 from .store import EventRecord, Store, StoreTxn
 
@@ -115,7 +115,9 @@ class Responder:
             self._plan_failover(txn, pair, action, now)
         return decision
 
-    def _plan_failover(self, txn: StoreTxn, pair: PairConfig, action: StartFailover, now: float) -> None:
+    def _plan_failover(
+        self, txn: StoreTxn, pair: PairConfig, action: StartFailover, now: float
+    ) -> None:
         failover = Failover(
             id=action.failover_id,
             pair=pair.name,
@@ -247,7 +249,7 @@ class Responder:
         signing: bool | None
         try:
             signing = handle.driver.status().signing
-        except Exception as exc:  # noqa: BLE001 - any probe failure means "cannot confirm"
+        except Exception as exc:
             log.warning("unfence probe failed: %s", exc, extra={"pair": pair_name, "node": node})
             signing = None
         return self._operator(pair_name, Unfence(node, by, signing), "operator:unfence")
@@ -282,7 +284,11 @@ class Responder:
                 pending = {
                     "node": state.active_node,
                     "signals": [
-                        {"alertname": s.alertname, "fingerprint": s.fingerprint, "since": iso(s.since)}
+                        {
+                            "alertname": s.alertname,
+                            "fingerprint": s.fingerprint,
+                            "since": iso(s.since),
+                        }
                         for s in state.signals_on(state.active_node or "")
                     ],
                     "deadline": iso(state.deadline),

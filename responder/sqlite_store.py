@@ -276,9 +276,11 @@ class SqliteStore:
         ]
 
     def get_failover(self, failover_id: str) -> Failover | None:
-        row = self._conn().execute(
-            "SELECT doc FROM failovers WHERE id = ?", (failover_id,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT doc FROM failovers WHERE id = ?", (failover_id,))
+            .fetchone()
+        )
         return Failover.from_json(json.loads(row[0])) if row else None
 
     def list_failovers(self, pair: str | None = None, limit: int = 20) -> list[Failover]:
@@ -293,13 +295,15 @@ class SqliteStore:
         return [Failover.from_json(json.loads(r[0])) for r in rows]
 
     def journal(self, failover_id: str) -> list[JournalEntry]:
-        rows = self._conn().execute(
-            "SELECT seq, ts, step, phase, detail FROM journal WHERE failover_id = ? ORDER BY seq",
-            (failover_id,),
-        ).fetchall()
-        return [
-            JournalEntry(failover_id, r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows
-        ]
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, ts, step, phase, detail FROM journal WHERE failover_id = ? ORDER BY seq",
+                (failover_id,),
+            )
+            .fetchall()
+        )
+        return [JournalEntry(failover_id, r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     def claim_failover(self, owner: str, now: float, lease: float) -> Failover | None:
         with self._write(self._conn()) as conn:

@@ -15,6 +15,7 @@ import uuid
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
+from .app import create_app
 from .clock import SystemClock
 from .config import ConfigError, load_config, load_secrets
 from .drivers import build_nodes
@@ -26,8 +27,6 @@ log = logging.getLogger("responder.wsgi")
 
 
 def app_from_env() -> Flask:
-    from .app import create_app
-
     path = os.environ.get("RESPONDER_CONFIG")
     if not path:
         sys.exit("RESPONDER_CONFIG must name the config file")

@@ -86,9 +86,7 @@ class CommandDriver:
         argv = self.config.fence if action == "fence" else self.config.activate
         proc = run(argv, self._env(ctx, action), self.config.timeout)
         if proc.returncode != 0:
-            raise DriverError(
-                f"{action} command exited {proc.returncode}: {proc.stderr[-200:]!r}"
-            )
+            raise DriverError(f"{action} command exited {proc.returncode}: {proc.stderr[-200:]!r}")
         return StepResult(detail=f"{action} command exited 0", data=_outcome(proc))
 
     def fence(self, ctx: ActionContext) -> StepResult:
@@ -101,7 +99,11 @@ class CommandDriver:
         argv = self.config.fence if action == "fence" else self.config.activate
         return PlannedCall(
             description=f"run {' '.join(argv)}",
-            request={"argv": list(argv), "env": self._env(ctx, action), "timeout": self.config.timeout},
+            request={
+                "argv": list(argv),
+                "env": self._env(ctx, action),
+                "timeout": self.config.timeout,
+            },
         )
 
 
@@ -122,9 +124,7 @@ class CommandFencer:
     def fence(self, ctx: ActionContext) -> StepResult:
         proc = run(self.config.argv, self._env(ctx), self.config.timeout)
         if proc.returncode != 0:
-            raise DriverError(
-                f"fence command exited {proc.returncode}: {proc.stderr[-200:]!r}"
-            )
+            raise DriverError(f"fence command exited {proc.returncode}: {proc.stderr[-200:]!r}")
         return StepResult(detail="fence command exited 0", data=_outcome(proc))
 
     def plan(self, ctx: ActionContext) -> PlannedCall:

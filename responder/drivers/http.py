@@ -60,7 +60,9 @@ def _json_object(resp: requests.Response, what: str) -> dict[str, Any]:
 class HttpDriver:
     """GET /status, POST /fence, POST /activate on a small agent next to the node."""
 
-    def __init__(self, node: str, config: HttpDriverConfig, session: requests.Session | None = None):
+    def __init__(
+        self, node: str, config: HttpDriverConfig, session: requests.Session | None = None
+    ):
         self.node = node
         self.config = config
         self._session = session or requests.Session()
@@ -121,7 +123,9 @@ class HttpDriver:
 
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
-        headers = _redacted(_headers(None, "") | ({"Authorization": "x"} if self.config.token_file else {}))
+        headers = _redacted(
+            _headers(None, "") | ({"Authorization": "x"} if self.config.token_file else {})
+        )
         return PlannedCall(
             description=f"POST {url}",
             request={"method": "POST", "url": url, "headers": headers, "json": self._body(ctx)},
@@ -131,7 +135,13 @@ class HttpDriver:
 class HttpFencer:
     """An extra fence level over HTTP (e.g. a PDU's outlet-off call)."""
 
-    def __init__(self, node: str, index: int, config: HttpFenceConfig, session: requests.Session | None = None):
+    def __init__(
+        self,
+        node: str,
+        index: int,
+        config: HttpFenceConfig,
+        session: requests.Session | None = None,
+    ):
         self._name = f"http:{config.method} {config.url}"
         self.node = node
         self.index = index
