@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from .failover import Failover
 from .service import Responder
@@ -44,7 +43,8 @@ class Runner:
             try:
                 self.responder.process_notifications()
                 self.responder.tick()
-                self.responder.run_failovers(on_claim=self._heartbeat)
+                while (failover := self.responder.claim_failover()) is not None:
+                    self._spawn(failover)
                 timeout = self.poll_interval
                 deadline = self.responder.next_deadline()
                 if deadline is not None:
@@ -55,18 +55,29 @@ class Runner:
             self._wake.wait(timeout)
             self._wake.clear()
 
-    def _heartbeat(self, failover: Failover) -> None:
-        """Keep renewing the lease of a claimed failover until it reaches a terminal step."""
+    def _spawn(self, failover: Failover) -> None:
+        """Execute a claimed failover in its own thread, renewing its lease until it ends.
+
+        Its own thread, so that a slow fence on one pair never delays deliveries or deadlines.
+        """
+        done = threading.Event()
+
+        def execute() -> None:
+            try:
+                self.responder.execute(failover)
+            except Exception:
+                log.exception("failover stopped; another owner resumes it after the lease")
+            finally:
+                done.set()
+                self._wake.set()
 
         def renew() -> None:
-            store = self.responder.store
-            owner = self.responder.owner
-            while not self._stop.wait(self.lease / 3):
-                current = store.get_failover(failover.id)
-                if current is None or current.step.terminal:
-                    return
-                if not store.renew_lease(failover.id, owner, time.time() + self.lease):
+            store, owner = self.responder.store, self.responder.owner
+            while not done.wait(self.lease / 3):
+                until = self.responder.clock.now() + self.lease
+                if not store.renew_lease(failover.id, owner, until) and not done.is_set():
                     log.error("lease lost", extra={"failover_id": failover.id})
                     return
 
+        threading.Thread(target=execute, name=f"failover-{failover.id}", daemon=True).start()
         threading.Thread(target=renew, name=f"lease-{failover.id}", daemon=True).start()

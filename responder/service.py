@@ -7,7 +7,7 @@ Nothing here sleeps; time comes from the injected clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -203,18 +203,20 @@ class Responder:
 
     # ---- failovers ------------------------------------------------------------------------
 
-    def run_failovers(self, on_claim: Callable[[Failover], None] | None = None) -> list[Failover]:
+    def claim_failover(self) -> Failover | None:
+        """Take the lease of one runnable failover (new, or abandoned by a dead owner)."""
+        return self.store.claim_failover(self.owner, self.clock.now(), self.config.failover_lease)
+
+    def execute(self, failover: Failover) -> Failover:
+        """Run a claimed failover to a terminal step (resuming from its journal)."""
+        return self.executor.run(failover)
+
+    def run_failovers(self) -> list[Failover]:
         """Claim every runnable failover and execute it here, one after the other."""
         finished: list[Failover] = []
-        while True:
-            failover = self.store.claim_failover(
-                self.owner, self.clock.now(), self.config.failover_lease
-            )
-            if failover is None:
-                return finished
-            if on_claim is not None:
-                on_claim(failover)
-            finished.append(self.executor.run(failover))
+        while (failover := self.claim_failover()) is not None:
+            finished.append(self.execute(failover))
+        return finished
 
     def step(self) -> list[Failover]:
         """One full synchronous pass: deliveries, deadlines, failovers."""
