@@ -156,7 +156,7 @@ class Executor:
             "failover %s: %s",
             step.value,
             reason,
-            extra={"pair": f.pair, "failover_id": f.id},
+            extra={"pair": f.pair, "failover_id": f.id, "reason": reason, "outcome": step.value},
         )
         return self._advance(
             f, step, {"reason": reason, **kw}, pair_event=event, outcome_reason=reason

@@ -20,11 +20,13 @@ from responder.config import Config, load_config, load_secrets
 from responder.drivers import build_nodes
 from responder.service import Responder
 from responder.sqlite_store import SqliteStore
+from tests.fakenode import FakeNode
+from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
+from tests.serverproc import ServerProcess, free_port
+
+__all__ = ["NODE_TOKEN", "OPERATOR_TOKEN", "WEBHOOK_TOKEN"]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alertmanager-0.25"
-WEBHOOK_TOKEN = "webhook-secret-token"
-OPERATOR_TOKEN = "operator-secret-token"
-NODE_TOKEN = "node-secret-token"
 
 
 def fixture_delivery(name: str) -> dict[str, Any]:
@@ -184,3 +186,25 @@ def notification(*alerts: dict[str, Any], truncated: int = 0) -> dict[str, Any]:
         "groupKey": '{}:{pair="mainnet-a"}',
         "truncatedAlerts": truncated,
     }
+
+
+@pytest.fixture
+def nodes() -> Iterator[dict[str, FakeNode]]:
+    pair = {
+        "node-a": FakeNode("node-a", signing=True, token=NODE_TOKEN).start(),
+        "node-b": FakeNode("node-b", signing=False, token=NODE_TOKEN).start(),
+    }
+    yield pair
+    for node in pair.values():
+        node.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path, nodes: dict[str, FakeNode]) -> Iterator[ServerProcess]:
+    data = base_config(lambda n: nodes[n].url, policy={"hold": "1s"}, failover_lease="2s", poll_interval="0.2s")
+    path = write_config(tmp_path, data)
+    proc = ServerProcess(path, free_port(), tmp_path / "responder.log").start()
+    yield proc
+    proc.stop()
+
+

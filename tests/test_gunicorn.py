@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 
 from responder.sqlite_store import SqliteStore
-from tests.conftest import NODE_TOKEN, WEBHOOK_TOKEN, alert, base_config, notification, write_config
+from tests.conftest import WEBHOOK_TOKEN, alert, notification
 from tests.fakenode import FakeNode
-from tests.serverproc import ServerProcess, free_port
+from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def nodes() -> Iterator[dict[str, FakeNode]]:
-    pair = {
-        "node-a": FakeNode("node-a", signing=True, token=NODE_TOKEN).start(),
-        "node-b": FakeNode("node-b", signing=False, token=NODE_TOKEN).start(),
-    }
-    yield pair
-    for node in pair.values():
-        node.stop()
-
-
-@pytest.fixture
-def server(tmp_path: Path, nodes: dict[str, FakeNode]) -> Iterator[ServerProcess]:
-    data = base_config(lambda n: nodes[n].url, policy={"hold": "1s"}, failover_lease="2s", poll_interval="0.2s")
-    path = write_config(tmp_path, data)
-    proc = ServerProcess(path, free_port(), tmp_path / "responder.log").start()
-    yield proc
-    proc.stop()
 
 
 def post(server: ServerProcess, body: dict) -> int:
