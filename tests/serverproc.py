@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import OPERATOR_TOKEN
+from tests.tokens import OPERATOR_TOKEN
 
 
 def free_port() -> int:
