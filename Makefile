@@ -33,5 +33,8 @@ demo: $(STAMP) $(DEMO_SECRETS)
 	$(VENV)/bin/responder check-config $(CONFIG)
 	$(VENV)/bin/responder serve --config $(CONFIG)
 
+bench: $(STAMP)
+	$(PY) bench/webhook_latency.py
+
 clean:
 	rm -rf $(VENV) var examples/var .pytest_cache .mypy_cache .ruff_cache

@@ -170,7 +170,7 @@ class Responder:
                         break
         return routed
 
-    def process_notifications(self, batch: int = 100) -> int:
+    def process_notifications(self, batch: int = 20) -> int:
         """Feed recorded, unprocessed deliveries to the policy; returns how many were taken."""
         done: list[tuple[str, Decision]] = []
         with self.store.transaction() as txn:
