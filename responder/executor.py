@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .clock import Clock
 from .config import Config
@@ -22,6 +22,19 @@ from .state import PairState
 from .store import EventRecord, Store
 
 log = logging.getLogger("responder.executor")
+
+T = TypeVar("T")
+
+
+def _guard(call: Callable[[], T]) -> T:
+    """Run a driver call; any exception is a failed step, never a failover stuck mid-way."""
+    try:
+        return call()
+    except DriverError:
+        raise
+    except Exception as exc:
+        log.exception("driver raised %s; treated as a failed step", type(exc).__name__)
+        raise DriverError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Executor:
@@ -167,7 +180,7 @@ class Executor:
         self._journal(f, "begin", {"probe": f.target})
         started = time.perf_counter()
         try:
-            status = handle.driver.status()
+            status = _guard(handle.driver.status)
         except DriverError as exc:
             self._timed("probe", started)
             self._journal(f, "end", {"probe": f.target, "error": str(exc)})
@@ -214,7 +227,7 @@ class Executor:
                 )
             started = time.perf_counter()
             try:
-                result = fence(src_ctx)
+                result = _guard(lambda fence=fence: fence(src_ctx))  # type: ignore[misc]
             except DriverError as exc:
                 self._timed("fence", started)
                 failures.append(f"level {index} ({name}): {exc}")
@@ -259,7 +272,7 @@ class Executor:
             return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
         if resumed:
             try:
-                status = handle.driver.status()
+                status = _guard(handle.driver.status)
             except DriverError as exc:
                 status = None
                 self._journal(f, "note", {"resume_probe_error": str(exc)})
@@ -272,7 +285,7 @@ class Executor:
         self._journal(f, "begin", {"activate": f.target})
         started = time.perf_counter()
         try:
-            result = handle.driver.activate(ctx)
+            result = _guard(lambda: handle.driver.activate(ctx))
         except DriverError as exc:
             self._timed("activate", started)
             self._journal(f, "end", {"activate": f.target, "confirmed": False, "error": str(exc)})
@@ -286,7 +299,7 @@ class Executor:
     ) -> Failover:
         """Leave the pair stuck but safe: fence the half-activated target too, then page."""
         try:
-            handle.driver.fence(ctx)
+            _guard(lambda: handle.driver.fence(ctx))
         except DriverError as fence_exc:
             reason = (
                 f"activation of {f.target} failed ({exc}); fencing it back also failed "

@@ -6,13 +6,19 @@ Use: gunicorn -c python:responder.gunicorn_conf 'responder.wsgi:app_from_env()'
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from prometheus_client import multiprocess
 
-from .config import load_config
+from .config import ConfigError, load_config
 
-_config = load_config(os.environ["RESPONDER_CONFIG"])
+if not os.environ.get("RESPONDER_CONFIG"):
+    sys.exit("RESPONDER_CONFIG must name the responder config file")
+try:
+    _config = load_config(os.environ["RESPONDER_CONFIG"])
+except ConfigError as exc:
+    sys.exit(f"invalid config {os.environ['RESPONDER_CONFIG']}:\n{exc}")
 
 bind = os.environ.get("RESPONDER_BIND", _config.listen)
 workers = int(os.environ.get("RESPONDER_WORKERS", _config.workers))

@@ -57,7 +57,7 @@ class JournalEntry:
     seq: int
     ts: float
     step: str
-    phase: str  # "begin" | "end" | "note"
+    phase: str  # "begin" | "end" | "note" | "would_call"
     detail: Mapping[str, Any]
 
     def to_json(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from .app import create_app
 from .clock import SystemClock
-from .config import ConfigError, load_config, load_secrets
+from .config import ConfigError, check_driver_files, load_config, load_secrets
 from .drivers import build_nodes
 from .logs import setup_logging
 from .runner import Runner
@@ -33,6 +33,9 @@ def app_from_env() -> Flask:
     try:
         config = load_config(path)
         secrets = load_secrets(config)
+        problems = check_driver_files(config)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         sys.exit(f"invalid config {path}:\n{exc}")
     setup_logging(config.log_level)

@@ -299,3 +299,19 @@ def test_pause_records_but_does_not_act(make_harness, clock, httpserver: HTTPSer
     h.responder.step()
     httpserver.check_assertions()
     assert h.roles()["node-b"] == "active"
+
+
+def test_unreadable_token_file_fails_the_fence_instead_of_hanging(make_harness, clock, httpserver: HTTPServer, tmp_path) -> None:
+    """A node token file removed at run time is a failed fence step: the failover ends failed, nothing activated."""
+    h = make_harness()
+    expect_status(httpserver, "node-b")
+    h.post_alert(notification(alert()))
+    h.responder.step()
+    clock.advance(21)
+    (tmp_path / "secrets" / "node-token").write_text("")
+    # node-b's probe uses the same token file, so the failover aborts at the probe, cleanly
+    [failover] = h.responder.step()
+    assert failover.step.value in ("aborted", "failed")
+    assert "node-token" in failover.outcome_reason
+    assert h.pair()["phase"] == "blocked"
+    assert "/node-b/activate" not in [r.path for r, _ in httpserver.log]

@@ -39,6 +39,8 @@ def run(
             env=env,
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
