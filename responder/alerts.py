@@ -24,9 +24,9 @@ class _AlertModel(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str = Field(min_length=1)  # noqa: N815 - Alertmanager's field name
-    endsAt: str = ""  # noqa: N815
-    generatorURL: str = ""  # noqa: N815
+    startsAt: str = Field(min_length=1)
+    endsAt: str = ""
+    generatorURL: str = ""
     fingerprint: str = Field(min_length=1)
 
 
@@ -37,11 +37,11 @@ class _NotificationModel(BaseModel):
     receiver: str
     status: Literal["firing", "resolved"]
     alerts: list[_AlertModel]
-    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
-    groupKey: str  # noqa: N815
-    truncatedAlerts: int = Field(default=0, ge=0)  # noqa: N815
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    groupKey: str
+    truncatedAlerts: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,9 @@ def parse_notification(body: bytes) -> Notification:
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (an Alertmanager v4 notification)")
     if "version" in data and data["version"] != "4":
-        raise PayloadError(f"version: unsupported webhook version {data['version']!r}, expected '4'")
+        raise PayloadError(
+            f"version: unsupported webhook version {data['version']!r}, expected '4'"
+        )
     try:
         model = _NotificationModel.model_validate(data)
     except ValidationError as exc:

@@ -6,14 +6,17 @@ same file works wherever the process is started from.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -64,13 +68,22 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 def _resolve(value: Any, info: ValidationInfo) -> Any:
     base = (info.context or {}).get("base_dir")
-    if isinstance(value, str) and value and base is not None:
+    if isinstance(value, str | Path) and str(value) and base is not None:
         path = Path(value).expanduser()
         return path if path.is_absolute() else (Path(base) / path)
     return value
 
 
 ConfigPath = Annotated[Path, BeforeValidator(_resolve)]
+
+
+def _freeze(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+# A read-only mapping: config objects are frozen all the way down, no raw dict leaves here.
+FrozenStrMap = Annotated[Mapping[str, str], AfterValidator(_freeze)]
+FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze)]
 
 
 class _Frozen(BaseModel):
@@ -111,7 +124,7 @@ class CommandDriverConfig(_Frozen):
     fence: tuple[str, ...]
     activate: tuple[str, ...]
     timeout: Duration = 30.0
-    env: Mapping[str, str] = Field(default_factory=dict)
+    env: FrozenStrMap = Field(default_factory=lambda: MappingProxyType({}))
 
     @field_validator("status", "fence", "activate")
     @classmethod
@@ -131,9 +144,9 @@ class HttpFenceConfig(_Frozen):
     url: str
     method: Literal["POST", "PUT", "DELETE", "PATCH"] = "POST"
     token_file: ConfigPath | None = None
-    body: Mapping[str, Any] | None = None
+    body: FrozenMap | None = None
     expect_status: tuple[int, ...] = (200,)
-    expect_json: Mapping[str, Any] | None = None
+    expect_json: FrozenMap | None = None
     connect_timeout: Duration = 2.0
     timeout: Duration = 10.0
 
@@ -151,7 +164,7 @@ class CommandFenceConfig(_Frozen):
     type: Literal["command"]
     argv: tuple[str, ...] = Field(min_length=1)
     timeout: Duration = 60.0
-    env: Mapping[str, str] = Field(default_factory=dict)
+    env: FrozenStrMap = Field(default_factory=lambda: MappingProxyType({}))
 
 
 FenceLevelConfig = Annotated[HttpFenceConfig | CommandFenceConfig, Field(discriminator="type")]
@@ -159,7 +172,7 @@ FenceLevelConfig = Annotated[HttpFenceConfig | CommandFenceConfig, Field(discrim
 
 class NodeConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    match: Mapping[str, str] = Field(min_length=1)
+    match: FrozenStrMap = Field(min_length=1)
     driver: DriverConfig
     fence_levels: tuple[FenceLevelConfig, ...] = ()
 
@@ -215,7 +228,7 @@ class AuthConfig(_Frozen):
 class Config(_Frozen):
     listen: str = "127.0.0.1:9095"
     dry_run: bool = False
-    state_dir: ConfigPath = Path("var")
+    state_dir: ConfigPath = Field(default="var", validate_default=True)
     auth: AuthConfig | Literal["none"]
     pairs: tuple[PairConfig, ...] = Field(min_length=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -264,15 +277,28 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for i, item in enumerate(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in _UNION_TAGS and i > 0 and loc[i - 1] in ("driver",):
-            continue
-        elif item in _UNION_TAGS and i > 0 and isinstance(loc[i - 1], int):
-            continue
+        elif (
+            item in _UNION_TAGS
+            and i > 0
+            and (loc[i - 1] == "driver" or isinstance(loc[i - 1], int))
+        ):
+            continue  # the discriminator tag of a driver or fence level
         elif item in ("AuthConfig", "literal['none']", "function-after[_quorum(), PolicyConfig]"):
             continue
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"
+
+
+def _is_noise(err: ErrorDetails) -> bool:
+    """Errors pydantic adds as a side effect of another error, which would mislead the reader."""
+    given = err.get("input")
+    if err["type"] == "too_short" and isinstance(given, list | tuple):
+        # pydantic counts only the items that validated: a bad item is not a missing one
+        return len(given) >= int(err.get("ctx", {}).get("min_length", 0))
+    # `auth` given as a mapping with a bad key: the alternative "should be 'none'" is noise
+    auth_alternative = tuple(err["loc"]) == ("auth", "literal['none']")
+    return err["type"] == "literal_error" and auth_alternative and isinstance(given, dict)
 
 
 def parse_config(data: Any, base_dir: Path) -> Config:
@@ -284,6 +310,8 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if _is_noise(err):
+                continue
             loc = _format_loc(tuple(err["loc"]))
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
@@ -303,7 +331,8 @@ def load_config(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
-    return parse_config(data, file.resolve().parent)
+    # abspath, not resolve(): a symlinked config (e.g. a ConfigMap mount) keeps its own directory
+    return parse_config(data, Path(os.path.abspath(file)).parent)
 
 
 @dataclass(frozen=True)
@@ -364,11 +393,16 @@ def check_driver_files(config: Config) -> list[str]:
         for n_i, node in enumerate(pair.nodes):
             files: list[tuple[str, Path]] = []
             if isinstance(node.driver, HttpDriverConfig) and node.driver.token_file:
-                files.append((f"pairs[{p_i}].nodes[{n_i}].driver.token_file", node.driver.token_file))
+                files.append(
+                    (f"pairs[{p_i}].nodes[{n_i}].driver.token_file", node.driver.token_file)
+                )
             for f_i, level in enumerate(node.fence_levels):
                 if isinstance(level, HttpFenceConfig) and level.token_file:
                     files.append(
-                        (f"pairs[{p_i}].nodes[{n_i}].fence_levels[{f_i}].token_file", level.token_file)
+                        (
+                            f"pairs[{p_i}].nodes[{n_i}].fence_levels[{f_i}].token_file",
+                            level.token_file,
+                        )
                     )
             for key, path in files:
                 try:

@@ -6,6 +6,7 @@ action in the Decision. The service persists the new state and carries the actio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -194,6 +195,14 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
             if alert.key in resolved or (current and current.starts_at == alert.starts_at):
                 duplicates += 1
                 continue
+            if current and _starts_before(alert.starts_at, current.starts_at):
+                # a late delivery of an episode this fingerprint has moved past: it is over
+                resolved[alert.key] = now
+                duplicates += 1
+                notes.append(f"{alert.alertname} on {node}: late delivery of an earlier episode")
+                continue
+            if current:
+                resolved[current.key] = now  # superseded by the newer episode
             signals[alert.fingerprint] = Signal(
                 alertname=alert.alertname,
                 fingerprint=alert.fingerprint,
@@ -211,7 +220,9 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
                 del signals[alert.fingerprint]
                 notes.append(f"{alert.alertname} resolved on {node}")
             else:
-                duplicates += 1
+                # Not seen firing (out-of-order HA delivery, or a superseded episode): keep the
+                # tombstone in the new state so a late firing of this episode cannot revive it.
+                notes.append(f"{alert.alertname} on {node} resolved before it was seen firing")
     if not notes:
         why = "duplicate delivery, nothing new" if duplicates else "no trigger alerts for this pair"
         return Decision(state, (), why, changed=False, duplicates=duplicates)
@@ -221,6 +232,24 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
     )
     decision = _evaluate(new, now, pair, cause="; ".join(notes))
     return Decision(decision.state, decision.actions, decision.reason, True, duplicates)
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def _instant(starts_at: str) -> tuple[datetime, int] | None:
+    """An Alertmanager startsAt (RFC 3339, up to nanoseconds) as a comparable instant."""
+    m = _RFC3339.fullmatch(starts_at)
+    if m is None:
+        return None
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(m.group(1) + zone), int((m.group(2) or "").ljust(9, "0"))
+
+
+def _starts_before(a: str, b: str) -> bool:
+    """True when episode `a` began before episode `b` (False when either cannot be read)."""
+    ia, ib = _instant(a), _instant(b)
+    return ia is not None and ib is not None and ia < ib
 
 
 def _fault(state: PairState, pair: PairConfig) -> tuple[str | None, list[tuple[str, float]]]:
@@ -252,8 +281,14 @@ def _pick_target(state: PairState, pair: PairConfig) -> tuple[str | None, str]:
     return None, "no healthy standby" + (f": {'; '.join(notes)}" if notes else "")
 
 
-def _evaluate(state: PairState, now: float, pair: PairConfig, cause: str) -> Decision:
-    """Re-derive what is due from the signals; start a failover when every gate is open."""
+def _evaluate(
+    state: PairState, now: float, pair: PairConfig, cause: str, *, may_start: bool = True
+) -> Decision:
+    """Re-derive what is due from the signals; start a failover when every gate is open.
+
+    With may_start False a due failover is left PENDING with its deadline at `now`, so the
+    next Tick starts it (the executor reporting an outcome does not plan new failovers).
+    """
     if state.phase is Phase.FAILING_OVER:
         reason = f"{cause}; failover {state.failover_id} in flight"
         return Decision(_say(state, reason, now), (), reason, changed=True)
@@ -289,6 +324,10 @@ def _evaluate(state: PairState, now: float, pair: PairConfig, cause: str) -> Dec
         new = state.evolve(phase=Phase.PENDING, deadline=None)
         return Decision(_say(new, reason, now), (), reason, changed=True)
     reason = f"{cause}; fault on {active} ({names}) held {policy.hold:g}s: fail over to {target}"
+    if not may_start:
+        reason += " on the next tick"
+        new = state.evolve(phase=Phase.PENDING, deadline=now)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
     return _start(state, now, active, target, automatic=True, reason=reason)
 
 
@@ -358,19 +397,19 @@ def _failover_ended(
         if event.activated is not None and not event.dry_run:
             for name, role in roles.items():
                 if role is Role.ACTIVE and name != event.activated:
-                    raise IllegalTransition(f"{name} still active while activating {event.activated}")
+                    raise IllegalTransition(
+                        f"{name} still active while activating {event.activated}"
+                    )
             roles[event.activated] = Role.ACTIVE
         label = "dry-run complete" if event.dry_run else "completed"
         new = state.evolve(phase=Phase.ARMED, roles=roles, deadline=None)
         cause = f"failover {event.failover_id} {label}: {event.reason}"
-        return _evaluate(new, now, pair, cause=cause)
+        return _evaluate(new, now, pair, cause=cause, may_start=False)
     reason = (
         f"failover {event.failover_id} {event.outcome}: {event.reason}; "
         "automation blocked until an operator acknowledges"
     )
-    new = state.evolve(
-        phase=Phase.BLOCKED, roles=roles, deadline=None, blocked_reason=event.reason
-    )
+    new = state.evolve(phase=Phase.BLOCKED, roles=roles, deadline=None, blocked_reason=event.reason)
     return Decision(_say(new, reason, now), (), reason, changed=True)
 
 
@@ -389,8 +428,10 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
     role = state.roles.get(event.target)
     if role is None:
         raise Rejected(f"{event.target} is not a node of {state.pair}")
+    if role is Role.ACTIVE:
+        raise Rejected(f"{event.target} is already the active node; choose a standby")
     if role is not Role.STANDBY:
-        raise Rejected(f"{event.target} is {role.value}, not a standby; un-fence it first")
+        raise Rejected(f"{event.target} is fenced, not a standby; un-fence it first")
     bad = _unhealthy(state, event.target)
     if bad:
         raise Rejected(f"{event.target} is unhealthy: {', '.join(bad)} firing")
@@ -398,7 +439,11 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
     others = [n for n, r in state.roles.items() if r is Role.STANDBY and n != event.target]
     reason = (
         f"manual failover by {event.by}: "
-        + (f"fence {source}, then activate {event.target}" if source else f"activate {event.target}")
+        + (
+            f"fence {source}, then activate {event.target}"
+            if source
+            else f"activate {event.target}"
+        )
         + (f" (standbys {', '.join(others)} stay standby)" if others else "")
     )
     new = state.evolve(phase=Phase.ARMED, blocked_reason=None)
@@ -414,7 +459,9 @@ def _unfence(state: PairState, event: Unfence, now: float) -> Decision:
     if role is not Role.FENCED:
         raise Rejected(f"{event.node} is {role.value}, not fenced")
     if event.probe_signing is None:
-        raise Rejected(f"{event.node} did not answer its status probe; cannot confirm it is not signing")
+        raise Rejected(
+            f"{event.node} did not answer its status probe; cannot confirm it is not signing"
+        )
     if event.probe_signing:
         raise Rejected(f"{event.node} reports that it is signing; refusing to mark it standby")
     roles = dict(state.roles)

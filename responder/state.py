@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .config import PairConfig
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where a pair's automation stands."""
 
     ARMED = "armed"  # watching, no fault pending
@@ -19,7 +19,7 @@ class Phase(str, Enum):
     BLOCKED = "blocked"  # the last failover failed or aborted: automation waits for an ack
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ACTIVE = "active"  # the one node allowed to sign
     STANDBY = "standby"  # not signing, eligible as a failover target
     FENCED = "fenced"  # confirmed unable to sign; stays so until an operator un-fences it
@@ -68,7 +68,9 @@ class PairState:
     @classmethod
     def initial(cls, pair: PairConfig, now: float) -> PairState:
         """The first configured node starts as the active signer; the rest are standbys."""
-        roles = {n.name: (Role.ACTIVE if i == 0 else Role.STANDBY) for i, n in enumerate(pair.nodes)}
+        roles = {
+            n.name: (Role.ACTIVE if i == 0 else Role.STANDBY) for i, n in enumerate(pair.nodes)
+        }
         return cls(pair=pair.name, roles=roles, reason="armed: initial state", reason_at=now)
 
     @property

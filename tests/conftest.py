@@ -21,8 +21,8 @@ from responder.drivers import build_nodes
 from responder.service import Responder
 from responder.sqlite_store import SqliteStore
 from tests.fakenode import FakeNode
-from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
 from tests.serverproc import ServerProcess, free_port
+from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
 
 __all__ = ["NODE_TOKEN", "OPERATOR_TOKEN", "WEBHOOK_TOKEN"]
 
@@ -201,10 +201,10 @@ def nodes() -> Iterator[dict[str, FakeNode]]:
 
 @pytest.fixture
 def server(tmp_path: Path, nodes: dict[str, FakeNode]) -> Iterator[ServerProcess]:
-    data = base_config(lambda n: nodes[n].url, policy={"hold": "1s"}, failover_lease="2s", poll_interval="0.2s")
+    data = base_config(
+        lambda n: nodes[n].url, policy={"hold": "1s"}, failover_lease="2s", poll_interval="0.2s"
+    )
     path = write_config(tmp_path, data)
     proc = ServerProcess(path, free_port(), tmp_path / "responder.log").start()
     yield proc
     proc.stop()
-
-

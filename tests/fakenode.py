@@ -24,7 +24,11 @@ class FakeNode:
         self.lock = threading.Lock()
         self.before_reply: dict[str, Callable[[], None]] = {}
         self.server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-        for path, fn in (("/status", self._status), ("/fence", self._fence), ("/activate", self._activate)):
+        for path, fn in (
+            ("/status", self._status),
+            ("/fence", self._fence),
+            ("/activate", self._activate),
+        ):
             self.server.expect_request(path).respond_with_handler(fn)
 
     @property

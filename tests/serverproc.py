@@ -38,15 +38,25 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         log = self.log_path.open("ab")
         argv = [
-            sys.executable, "-m", "responder", "serve", "--config", str(self.config_path),
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+            sys.executable,
+            "-m",
+            "responder",
+            "serve",
+            "--config",
+            str(self.config_path),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
         ]
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         log.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"responder exited {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"responder exited {self.proc.returncode}: {self.log_path.read_text()[-3000:]}"
+                )
             try:
                 if requests.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return self
@@ -87,7 +97,9 @@ class ServerProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
 
     def api(self, path: str) -> Any:
-        resp = requests.get(self.url + path, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=5)
+        resp = requests.get(
+            self.url + path, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=5
+        )
         resp.raise_for_status()
         return resp.json()
 
@@ -109,4 +121,6 @@ class ServerProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; last status {pair}; log tail:\n{self.log_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"timed out waiting for {what}; last status {pair}; log tail:\n{self.log_path.read_text()[-3000:]}"
+        )

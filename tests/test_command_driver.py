@@ -11,7 +11,9 @@ from responder.config import CommandDriverConfig, CommandFenceConfig
 from responder.drivers import ActionContext, DriverError
 from responder.drivers.command import CommandDriver, CommandFencer
 
-CTX = ActionContext(pair="p", node="a", failover_id="p-1", source="a", target="b", reason="ValidatorClientDown held")
+CTX = ActionContext(
+    pair="p", node="a", failover_id="p-1", source="a", target="b", reason="ValidatorClientDown held"
+)
 
 
 def py(code: str) -> list[str]:
@@ -19,7 +21,12 @@ def py(code: str) -> list[str]:
 
 
 def driver(**kw) -> CommandDriver:
-    cfg = CommandDriverConfig(type="command", fence=kw.pop("fence", py("pass")), activate=kw.pop("activate", py("pass")), **kw)
+    cfg = CommandDriverConfig(
+        type="command",
+        fence=kw.pop("fence", py("pass")),
+        activate=kw.pop("activate", py("pass")),
+        **kw,
+    )
     return CommandDriver("a", cfg)
 
 
@@ -53,7 +60,9 @@ def test_missing_binary_fails_clearly() -> None:
 def test_no_shell_interpretation(tmp_path: Path) -> None:
     """Arguments are passed verbatim: shell metacharacters are not interpreted."""
     marker = tmp_path / "pwned"
-    result = driver(fence=[sys.executable, "-c", "import sys; print(sys.argv[1])", f"; touch {marker}"]).fence(CTX)
+    result = driver(
+        fence=[sys.executable, "-c", "import sys; print(sys.argv[1])", f"; touch {marker}"]
+    ).fence(CTX)
     assert not marker.exists()
     assert f"; touch {marker}" in result.data["stdout"]
 

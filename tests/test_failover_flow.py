@@ -12,18 +12,26 @@ from tests.conftest import NODE_TOKEN, alert, notification
 AUTH = {"Authorization": f"Bearer {NODE_TOKEN}"}
 
 
-def expect_status(httpserver: HTTPServer, node: str, *, healthy: bool = True, signing: bool = False) -> None:
-    httpserver.expect_ordered_request(f"/{node}/status", method="GET", headers=AUTH).respond_with_json(
-        {"healthy": healthy, "signing": signing}
-    )
+def expect_status(
+    httpserver: HTTPServer, node: str, *, healthy: bool = True, signing: bool = False
+) -> None:
+    httpserver.expect_ordered_request(
+        f"/{node}/status", method="GET", headers=AUTH
+    ).respond_with_json({"healthy": healthy, "signing": signing})
 
 
-def test_held_fault_fences_then_activates_exactly_once(make_harness, clock, httpserver: HTTPServer) -> None:
+def test_held_fault_fences_then_activates_exactly_once(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
     """A trigger held past `hold` fences node-a once, then activates node-b once, in that order."""
     h = make_harness()
     expect_status(httpserver, "node-b")
-    httpserver.expect_ordered_request("/node-a/fence", method="POST", headers=AUTH).respond_with_json({"signing": False})
-    httpserver.expect_ordered_request("/node-b/activate", method="POST", headers=AUTH).respond_with_json({"signing": True})
+    httpserver.expect_ordered_request(
+        "/node-a/fence", method="POST", headers=AUTH
+    ).respond_with_json({"signing": False})
+    httpserver.expect_ordered_request(
+        "/node-b/activate", method="POST", headers=AUTH
+    ).respond_with_json({"signing": True})
 
     assert h.post_alert(notification(alert())).status_code == 200
     h.responder.step()
@@ -35,7 +43,11 @@ def test_held_fault_fences_then_activates_exactly_once(make_harness, clock, http
     h.responder.step()
 
     httpserver.check_assertions()
-    assert [r.path for r, _ in httpserver.log] == ["/node-b/status", "/node-a/fence", "/node-b/activate"]
+    assert [r.path for r, _ in httpserver.log] == [
+        "/node-b/status",
+        "/node-a/fence",
+        "/node-b/activate",
+    ]
     assert h.roles() == {"node-a": "fenced", "node-b": "active"}
     assert h.pair()["active_node"] == "node-b"
     # later steps and repeated deliveries change nothing
@@ -45,7 +57,9 @@ def test_held_fault_fences_then_activates_exactly_once(make_harness, clock, http
     assert len(httpserver.log) == 3
 
 
-def test_resolved_before_deadline_calls_no_node(make_harness, clock, httpserver: HTTPServer) -> None:
+def test_resolved_before_deadline_calls_no_node(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
     """A fault resolved before `hold` elapses is debounced: no node is called at all."""
     h = make_harness()
     h.post_alert(notification(alert()))
@@ -62,11 +76,15 @@ def test_resolved_before_deadline_calls_no_node(make_harness, clock, httpserver:
 
 
 def _fence_500(httpserver: HTTPServer) -> None:
-    httpserver.expect_ordered_request("/node-a/fence", method="POST").respond_with_data("boom", status=500)
+    httpserver.expect_ordered_request("/node-a/fence", method="POST").respond_with_data(
+        "boom", status=500
+    )
 
 
 def _fence_still_signing(httpserver: HTTPServer) -> None:
-    httpserver.expect_ordered_request("/node-a/fence", method="POST").respond_with_json({"signing": True})
+    httpserver.expect_ordered_request("/node-a/fence", method="POST").respond_with_json(
+        {"signing": True}
+    )
 
 
 def _fence_timeout(httpserver: HTTPServer) -> None:
@@ -89,7 +107,9 @@ import pytest  # noqa: E402
     ],
     ids=["http-500", "still-signing", "timeout"],
 )
-def test_failed_fence_never_activates_and_blocks(make_harness, clock, httpserver: HTTPServer, break_fence, expected) -> None:
+def test_failed_fence_never_activates_and_blocks(
+    make_harness, clock, httpserver: HTTPServer, break_fence, expected
+) -> None:
     """Every way a fence can fail leaves the standby untouched, fails the failover and blocks until ack."""
     h = make_harness()
     expect_status(httpserver, "node-b")
@@ -120,7 +140,9 @@ def test_failed_fence_never_activates_and_blocks(make_harness, clock, httpserver
     assert h.pair()["phase"] in ("pending", "armed")
 
 
-def test_extra_fence_level_confirms_when_driver_fence_fails(make_harness, clock, httpserver: HTTPServer, tmp_path) -> None:
+def test_extra_fence_level_confirms_when_driver_fence_fails(
+    make_harness, clock, httpserver: HTTPServer, tmp_path
+) -> None:
     """When the driver's fence fails, the next fence level (a power switch over HTTP) may confirm it."""
     nodes = [
         {
@@ -138,7 +160,9 @@ def test_extra_fence_level_confirms_when_driver_fence_fails(make_harness, clock,
         },
     ]
     h = make_harness(nodes=nodes)
-    httpserver.expect_ordered_request("/node-b/status").respond_with_json({"healthy": True, "signing": False})
+    httpserver.expect_ordered_request("/node-b/status").respond_with_json(
+        {"healthy": True, "signing": False}
+    )
     httpserver.expect_ordered_request("/node-a/fence").respond_with_data("", status=503)
     httpserver.expect_ordered_request("/pdu/outlet/1/off", method="POST").respond_with_data("ok")
     httpserver.expect_ordered_request("/node-b/activate").respond_with_json({"signing": True})
@@ -154,7 +178,9 @@ def test_extra_fence_level_confirms_when_driver_fence_fails(make_harness, clock,
     assert [e["confirmed"] for e in ends] == [False, True]
 
 
-def test_every_fence_level_failing_aborts_with_reasons(make_harness, clock, httpserver: HTTPServer, tmp_path) -> None:
+def test_every_fence_level_failing_aborts_with_reasons(
+    make_harness, clock, httpserver: HTTPServer, tmp_path
+) -> None:
     """All fence levels failing (driver, then a command) means failed, nothing activated."""
     nodes = [
         {
@@ -170,7 +196,9 @@ def test_every_fence_level_failing_aborts_with_reasons(make_harness, clock, http
         },
     ]
     h = make_harness(nodes=nodes)
-    httpserver.expect_ordered_request("/node-b/status").respond_with_json({"healthy": True, "signing": False})
+    httpserver.expect_ordered_request("/node-b/status").respond_with_json(
+        {"healthy": True, "signing": False}
+    )
     httpserver.expect_ordered_request("/node-a/fence").respond_with_data("", status=500)
     h.post_alert(notification(alert()))
     h.responder.step()
@@ -182,7 +210,9 @@ def test_every_fence_level_failing_aborts_with_reasons(make_harness, clock, http
     assert h.pair()["phase"] == "blocked"
 
 
-def test_unhealthy_standby_by_alert_blocks_failover(make_harness, clock, httpserver: HTTPServer) -> None:
+def test_unhealthy_standby_by_alert_blocks_failover(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
     """A trigger firing on the standby makes it ineligible; with no other standby, failover is blocked."""
     h = make_harness()
     h.post_alert(notification(alert(node="node-b", alertname="BeaconNodeStalled")))
@@ -198,7 +228,9 @@ def test_unhealthy_standby_by_alert_blocks_failover(make_harness, clock, httpser
     expect_status(httpserver, "node-b")
     httpserver.expect_ordered_request("/node-a/fence").respond_with_json({"signing": False})
     httpserver.expect_ordered_request("/node-b/activate").respond_with_json({"signing": True})
-    h.post_alert(notification(alert(node="node-b", alertname="BeaconNodeStalled", status="resolved")))
+    h.post_alert(
+        notification(alert(node="node-b", alertname="BeaconNodeStalled", status="resolved"))
+    )
     h.responder.step()
     httpserver.check_assertions()
     assert h.roles() == {"node-a": "fenced", "node-b": "active"}
@@ -219,10 +251,14 @@ def test_standby_unhealthy_by_probe_aborts(make_harness, clock, httpserver: HTTP
     assert h.roles() == {"node-a": "active", "node-b": "standby"}
 
 
-def test_dry_run_sends_no_mutating_request_and_records_plan(make_harness, clock, httpserver: HTTPServer) -> None:
+def test_dry_run_sends_no_mutating_request_and_records_plan(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
     """Dry-run probes for real but sends no fence or activate; the events show the full plan."""
     h = make_harness(dry_run=True)
-    httpserver.expect_request("/node-b/status", method="GET").respond_with_json({"healthy": True, "signing": False})
+    httpserver.expect_request("/node-b/status", method="GET").respond_with_json(
+        {"healthy": True, "signing": False}
+    )
     h.post_alert(notification(alert()))
     h.responder.step()
     clock.advance(21)
@@ -231,14 +267,19 @@ def test_dry_run_sends_no_mutating_request_and_records_plan(make_harness, clock,
     assert [r.method for r, _ in httpserver.log] == ["GET"]
     assert h.roles() == {"node-a": "active", "node-b": "standby"}
     would = [e for e in h.events() if e["kind"] == "would_call"]
-    assert [(e["data"]["action"], e["node"]) for e in reversed(would)] == [("fence", "node-a"), ("activate", "node-b")]
+    assert [(e["data"]["action"], e["node"]) for e in reversed(would)] == [
+        ("fence", "node-a"),
+        ("activate", "node-b"),
+    ]
     request = would[-1]["data"]["request"]
     assert request["method"] == "POST" and request["url"].endswith("/node-a/fence")
     assert request["headers"]["Authorization"] == "Bearer ***"
     assert NODE_TOKEN not in str(h.events())
 
 
-def test_failed_activation_fences_target_and_pages(make_harness, clock, httpserver: HTTPServer) -> None:
+def test_failed_activation_fences_target_and_pages(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
     """Activation failing leaves both nodes fenced (stuck but safe) and blocks automation."""
     h = make_harness()
     expect_status(httpserver, "node-b")
@@ -272,11 +313,15 @@ def test_manual_failover_and_unfence(make_harness, clock, httpserver: HTTPServer
     httpserver.check_assertions()
     assert h.roles() == {"node-a": "fenced", "node-b": "active"}
 
-    httpserver.expect_ordered_request("/node-a/status").respond_with_json({"healthy": True, "signing": True})
+    httpserver.expect_ordered_request("/node-a/status").respond_with_json(
+        {"healthy": True, "signing": True}
+    )
     refused = h.op("POST", "/api/v1/pairs/mainnet-a/nodes/node-a/unfence")
     assert refused.status_code == 409 and "signing" in refused.json["error"]
     assert h.roles()["node-a"] == "fenced"
-    httpserver.expect_ordered_request("/node-a/status").respond_with_json({"healthy": True, "signing": False})
+    httpserver.expect_ordered_request("/node-a/status").respond_with_json(
+        {"healthy": True, "signing": False}
+    )
     ok = h.op("POST", "/api/v1/pairs/mainnet-a/nodes/node-a/unfence")
     assert ok.status_code == 200, ok.json
     assert h.roles() == {"node-a": "standby", "node-b": "active"}
@@ -301,7 +346,9 @@ def test_pause_records_but_does_not_act(make_harness, clock, httpserver: HTTPSer
     assert h.roles()["node-b"] == "active"
 
 
-def test_unreadable_token_file_fails_the_fence_instead_of_hanging(make_harness, clock, httpserver: HTTPServer, tmp_path) -> None:
+def test_unreadable_token_file_fails_the_fence_instead_of_hanging(
+    make_harness, clock, httpserver: HTTPServer, tmp_path
+) -> None:
     """A node token file removed at run time is a failed fence step: the failover ends failed, nothing activated."""
     h = make_harness()
     expect_status(httpserver, "node-b")

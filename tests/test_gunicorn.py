@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+
 import pytest
 import requests
 
@@ -17,13 +18,17 @@ pytestmark = pytest.mark.e2e
 
 def post(server: ServerProcess, body: dict) -> int:
     resp = requests.post(
-        server.url + "/webhook", data=json.dumps(body),
-        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}, timeout=10,
+        server.url + "/webhook",
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        timeout=10,
     )
     return resp.status_code
 
 
-def test_twenty_concurrent_deliveries_make_one_failover(server: ServerProcess, nodes: dict[str, FakeNode]) -> None:
+def test_twenty_concurrent_deliveries_make_one_failover(
+    server: ServerProcess, nodes: dict[str, FakeNode]
+) -> None:
     """The same alert delivered 20 times at once to 2 gunicorn workers causes exactly one failover."""
     body = notification(alert())
     barrier = threading.Barrier(20)
@@ -39,7 +44,9 @@ def test_twenty_concurrent_deliveries_make_one_failover(server: ServerProcess, n
     for t in threads:
         t.join()
     assert codes == [200] * 20
-    server.wait_for(lambda p: p["active_node"] == "node-b" and p["phase"] != "failing_over", "node-b active")
+    server.wait_for(
+        lambda p: p["active_node"] == "node-b" and p["phase"] != "failing_over", "node-b active"
+    )
     assert nodes["node-a"].calls["fence"] == 1
     assert nodes["node-b"].calls["activate"] == 1
     events = server.api("/api/v1/events?pair=mainnet-a&limit=1000")["events"]
@@ -60,7 +67,9 @@ def _held(node: FakeNode, what: str) -> tuple[threading.Event, threading.Event]:
     return arrived, release
 
 
-def test_sigkill_between_fence_and_activate_activates_exactly_once(server: ServerProcess, nodes: dict[str, FakeNode]) -> None:
+def test_sigkill_between_fence_and_activate_activates_exactly_once(
+    server: ServerProcess, nodes: dict[str, FakeNode]
+) -> None:
     """Killed after the primary was fenced but before activation, a restarted responder activates once."""
     arrived, release = _held(nodes["node-a"], "fence")
     assert post(server, notification(alert())) == 200
@@ -82,7 +91,9 @@ def test_sigkill_between_fence_and_activate_activates_exactly_once(server: Serve
     assert nodes["node-a"].calls["fence"] == 2  # the unconfirmed fence is repeated (idempotent)
 
 
-def test_sigkill_during_activation_does_not_repeat_it(server: ServerProcess, nodes: dict[str, FakeNode]) -> None:
+def test_sigkill_during_activation_does_not_repeat_it(
+    server: ServerProcess, nodes: dict[str, FakeNode]
+) -> None:
     """Killed after the standby applied the activation but before its answer, restart does not activate again."""
     arrived, release = _held(nodes["node-b"], "activate")
     assert post(server, notification(alert())) == 200

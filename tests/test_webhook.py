@@ -55,7 +55,9 @@ def test_missing_token_is_401_and_changes_nothing(make_harness) -> None:
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     basic = fixture_delivery("firing-truncated-basic-auth.json")
-    resp = h.client.post("/webhook", json=basic["body"], headers={"Authorization": basic["headers"]["Authorization"]})
+    resp = h.client.post(
+        "/webhook", json=basic["body"], headers={"Authorization": basic["headers"]["Authorization"]}
+    )
     assert resp.status_code == 401
     assert _snapshot(h) == before
 
@@ -75,8 +77,16 @@ def test_wrong_token_is_403_and_changes_nothing(make_harness) -> None:
         (b"{not json", "not valid JSON"),
         (b"[]", "JSON object"),
         (json.dumps(notification(alert()) | {"version": "3"}).encode(), "version"),
-        (json.dumps({k: v for k, v in notification(alert()).items() if k != "alerts"}).encode(), "alerts"),
-        (json.dumps(notification({k: v for k, v in alert().items() if k != "fingerprint"})).encode(), "fingerprint"),
+        (
+            json.dumps({k: v for k, v in notification(alert()).items() if k != "alerts"}).encode(),
+            "alerts",
+        ),
+        (
+            json.dumps(
+                notification({k: v for k, v in alert().items() if k != "fingerprint"})
+            ).encode(),
+            "fingerprint",
+        ),
         (json.dumps(notification(alert() | {"status": "exploded"})).encode(), "status"),
     ],
     ids=["bad-json", "array", "version-3", "no-alerts", "no-fingerprint", "bad-status"],
@@ -86,7 +96,9 @@ def test_malformed_payload_is_400_naming_the_problem(make_harness, body, needle)
     h = make_harness()
     before = _snapshot(h)
     resp = h.client.post(
-        "/webhook", data=body, headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}
+        "/webhook",
+        data=body,
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
     )
     assert resp.status_code == 400
     assert needle in resp.json["error"]
@@ -134,7 +146,10 @@ def test_status_and_events_show_pending_fault_with_deadline(make_harness, clock)
     h.responder.step()
     body = h.op("GET", "/api/v1/pairs").json["pairs"][0]
     assert body["active_node"] == "node-a"
-    assert {n["name"]: n["role"] for n in body["nodes"]} == {"node-a": "active", "node-b": "standby"}
+    assert {n["name"]: n["role"] for n in body["nodes"]} == {
+        "node-a": "active",
+        "node-b": "standby",
+    }
     assert body["phase"] == "pending"
     assert body["pending"]["seconds_left"] == 20.0
     assert "ValidatorClientDown" in body["reason"]
