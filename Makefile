@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check responder tests
-	$(VENV)/bin/ruff format --check responder tests
+	$(VENV)/bin/ruff check responder tests bench
+	$(VENV)/bin/ruff format --check responder tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 

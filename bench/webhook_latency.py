@@ -19,9 +19,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import alert, base_config, notification, write_config  # noqa: E402
-from tests.serverproc import ServerProcess, free_port  # noqa: E402
-from tests.tokens import WEBHOOK_TOKEN  # noqa: E402
+from tests.conftest import alert, base_config, notification, write_config
+from tests.serverproc import ServerProcess, free_port
+from tests.tokens import WEBHOOK_TOKEN
 
 REQUESTS = 2000
 CLIENTS = 4
@@ -61,8 +61,10 @@ def main() -> None:
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     print(f"webhook ack latency over {len(latencies)} deliveries, {CLIENTS} clients, 2 workers:")
-    print(f"  p50 {q[49] * 1000:.1f} ms  p95 {q[94] * 1000:.1f} ms  p99 {q[98] * 1000:.1f} ms"
-          f"  max {latencies[-1] * 1000:.1f} ms  throughput {len(latencies) / elapsed:.0f}/s")
+    print(
+        f"  p50 {q[49] * 1000:.1f} ms  p95 {q[94] * 1000:.1f} ms  p99 {q[98] * 1000:.1f} ms"
+        f"  max {latencies[-1] * 1000:.1f} ms  throughput {len(latencies) / elapsed:.0f}/s"
+    )
 
 
 if __name__ == "__main__":
