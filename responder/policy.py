@@ -35,6 +35,7 @@ class AlertsReceived:
 
     alerts: tuple[tuple[Alert, str], ...]
     truncated: int = 0
+    received_at: float | None = None  # when the delivery was recorded; hold counts from here
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class StartFailover:
     target: str
     automatic: bool
     reason: str
+    signals: tuple[Signal, ...] = ()  # the faults that made it due (empty when manual)
 
 
 Action = StartFailover
@@ -208,7 +210,7 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
                 fingerprint=alert.fingerprint,
                 starts_at=alert.starts_at,
                 node=node,
-                since=now,
+                since=now if event.received_at is None else min(now, event.received_at),
             )
             notes.append(f"{alert.alertname} firing on {node}")
         else:
@@ -366,7 +368,8 @@ def _start(
         failover_seq=seq,
         attempts=(*state.attempts, Attempt(at=now, automatic=automatic, failover_id=failover_id)),
     )
-    action = StartFailover(failover_id, source, target, automatic, reason)
+    signals = state.signals_on(source) if (source is not None and automatic) else ()
+    action = StartFailover(failover_id, source, target, automatic, reason, signals)
     return Decision(_say(new, reason, now), (action,), reason, changed=True)
 
 

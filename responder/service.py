@@ -129,6 +129,7 @@ class Responder:
             step=Step.PLANNED,
             created_at=now,
             updated_at=now,
+            data={"signals": [s.__dict__ for s in action.signals]},
         )
         txn.insert_failover(failover)
         txn.append_journal(failover.id, now, Step.PLANNED.value, "note", {"reason": action.reason})
@@ -180,7 +181,9 @@ class Responder:
                 note = stored.notification
                 for pair_name, alerts in self._route(note.alerts).items():
                     pair = self.config.pair(pair_name)
-                    event = AlertsReceived(tuple(alerts), note.truncated_alerts)
+                    event = AlertsReceived(
+                        tuple(alerts), note.truncated_alerts, received_at=stored.received_at
+                    )
                     done.append((pair_name, self._apply(txn, pair, event, now)))
         for pair_name, decision in done:
             self._after(pair_name, decision)

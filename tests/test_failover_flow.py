@@ -137,7 +137,8 @@ def test_failed_fence_never_activates_and_blocks(
     # an operator acknowledgement re-arms automation
     resp = h.op("POST", "/api/v1/pairs/mainnet-a/ack")
     assert resp.status_code == 200, resp.json
-    assert h.pair()["phase"] in ("pending", "armed")
+    # the new episode has been firing for hours, so re-armed automation acts on it at once
+    assert h.pair()["phase"] == "failing_over"
 
 
 def test_extra_fence_level_confirms_when_driver_fence_fails(
@@ -362,3 +363,26 @@ def test_unreadable_token_file_fails_the_fence_instead_of_hanging(
     assert "node-token" in failover.outcome_reason
     assert h.pair()["phase"] == "blocked"
     assert "/node-b/activate" not in [r.path for r, _ in httpserver.log]
+
+
+def test_hold_counts_from_receipt_and_failover_records_its_signals(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Hold runs from when the delivery was recorded, even if processed later; the failover keeps its triggers."""
+    h = make_harness()
+    h.post_alert(notification(alert()))
+    clock.advance(5)  # recorded, not yet processed (e.g. a busy or restarting worker)
+    h.responder.process_notifications()
+    assert h.pair()["pending"]["seconds_left"] == 15.0
+    expect_status(httpserver, "node-b")
+    httpserver.expect_ordered_request("/node-a/fence").respond_with_json({"signing": False})
+    httpserver.expect_ordered_request("/node-b/activate").respond_with_json({"signing": True})
+    clock.advance(15)
+    [failover] = h.responder.step()
+    [signal] = failover.data["signals"]
+    assert (signal["alertname"], signal["node"], signal["starts_at"]) == (
+        "ValidatorClientDown",
+        "node-a",
+        "2026-11-25T18:28:07.908132859Z",
+    )
+    assert signal["since"] == failover.created_at - 20
