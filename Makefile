@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/responder.yml
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv system-packages test demo lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Prometheus, promtool, Alertmanager and amtool from Debian, installed only when missing.
+system-packages:
+	bash scripts/system-packages.sh
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
