@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/responder.yml
 
-.PHONY: venv system-packages test demo lint bench clean
+.PHONY: venv system-packages test demo serve lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ DEMO_SECRETS := examples/secrets/webhook-token examples/secrets/operator-token e
 examples/secrets/%-token:
 	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
 
-demo: $(STAMP) $(DEMO_SECRETS)
+# The whole loop once: simulated nodes, Prometheus, Alertmanager, the responder; then stop.
+demo: $(STAMP) system-packages
+	$(PY) -m responder.demo
+
+# The responder alone on the example config (token files created when missing).
+serve: $(STAMP) $(DEMO_SECRETS)
 	$(VENV)/bin/responder check-config $(CONFIG)
 	$(VENV)/bin/responder serve --config $(CONFIG)
 

@@ -1,0 +1,494 @@
+"""A complete loop on loopback: simulated nodes, real Prometheus and Alertmanager, the responder.
+
+Used by the end-to-end tests and by `make demo`. Every process listens on a free 127.0.0.1
+port, lives in its own process group, and is stopped by `Lab.stop()` (or the context manager).
+The shipped rules are loaded with their `for:` shortened to `rule_for`, so a run takes seconds
+rather than minutes; everything else (expressions, labels, routing) is as shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = "mainnet-a"
+NODES = ("node-a", "node-b")
+
+
+class LabError(RuntimeError):
+    """A component failed to start or the loop did not reach an expected state."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_binary(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise LabError(
+        f"{' or '.join(names)} not found: run `make test` or `make demo`, which install it"
+    )
+
+
+@dataclass
+class Proc:
+    """One child process in its own process group, with its output in a log file."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    ready_url: str
+    env: dict[str, str] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=self.env,
+            )
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.popen.poll() is not None:
+                raise LabError(f"{self.name} exited {self.popen.returncode}:\n{self.tail()}")
+            try:
+                if requests.get(self.ready_url, timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise LabError(f"{self.name} not ready after {timeout:g}s:\n{self.tail()}")
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Stop the whole process group and wait until no member is left."""
+        if self.popen is None:
+            return
+        pgid = self.popen.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.popen.wait(5)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def fast_rules(source: Path, target: Path, rule_for: str) -> None:
+    """Copy a rules file with every `for:` set to rule_for (keep_firing_for dropped)."""
+    doc = yaml.safe_load(source.read_text())
+    for group in doc["groups"]:
+        group["interval"] = "1s"
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = rule_for
+            rule.pop("keep_firing_for", None)
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def parse_time(value: str) -> float:
+    """RFC 3339 with up to nanoseconds, as epoch seconds."""
+    head, _, frac = value.rstrip("Z").partition(".")
+    base = datetime.fromisoformat(head + "+00:00").timestamp()
+    return base + (float("0." + frac[:6]) if frac else 0.0)
+
+
+@dataclass
+class Timeline:
+    """Where the time from fault injection to activation went."""
+
+    injected: float
+    prometheus_fired: float
+    responder_received: float
+    failover_planned: float
+    fence_started: float
+    fenced: float
+    activation_started: float
+    active: float
+
+    def stages(self) -> list[tuple[str, float]]:
+        return [
+            ("detection by Prometheus (scrape, rule, for:)", self.prometheus_fired - self.injected),
+            ("Alertmanager delivery (group_wait)", self.responder_received - self.prometheus_fired),
+            ("responder hold", self.failover_planned - self.responder_received),
+            ("probe of the standby", self.fence_started - self.failover_planned),
+            ("fence of the primary", self.fenced - self.fence_started),
+            ("activation of the standby", self.active - self.activation_started),
+        ]
+
+    @property
+    def total(self) -> float:
+        return self.active - self.injected
+
+    def render(self) -> str:
+        lines = [f"  {name:<48} {secs:7.2f} s" for name, secs in self.stages()]
+        lines.append(f"  {'fault injection -> standby active':<48} {self.total:7.2f} s")
+        return "\n".join(lines)
+
+
+@dataclass
+class LabSettings:
+    dry_run: bool = False
+    rule_for: str = "3s"
+    hold: str = "3s"
+    scrape_interval: str = "1s"
+    group_wait: str = "1s"
+    group_interval: str = "2s"
+    slot_seconds: float = 1.0
+    workers: int = 2
+    rules: tuple[str, ...] = ("ethereum.yml", "node.yml")
+
+
+@dataclass
+class Lab:
+    settings: LabSettings = field(default_factory=LabSettings)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="responder-lab-")))
+    keep_workdir: bool = False
+    procs: list[Proc] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+    operator_token: str = ""
+    webhook_token: str = ""
+    node_token: str = ""
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self) -> None:
+        prometheus = find_binary("prometheus")
+        alertmanager = find_binary("prometheus-alertmanager", "alertmanager")
+        for name in (*NODES, "prometheus", "alertmanager", "responder"):
+            self.ports[name] = free_port()
+        self._write_secrets()
+        for i, node in enumerate(NODES):
+            argv = [
+                sys.executable, "-m", "responder.sim", "--name", node, "--pair", PAIR,
+                "--listen", f"127.0.0.1:{self.ports[node]}",
+                "--token-file", str(self.workdir / "secrets" / "node-token"),
+                "--slot-seconds", str(self.settings.slot_seconds),
+            ] + (["--signing"] if i == 0 else [])  # fmt: skip
+            self._start(node, argv, self.url(node) + "/sim/state")
+        self._write_responder_config()
+        self._start(
+            "responder",
+            [
+                sys.executable,
+                "-m",
+                "responder",
+                "serve",
+                "--config",
+                str(self.workdir / "responder.yml"),
+                "--workers",
+                str(self.settings.workers),
+            ],
+            self.url("responder") + "/healthz",
+        )
+        self._write_alertmanager_config()
+        self._start(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={self.workdir / 'alertmanager.yml'}",
+                f"--storage.path={self.workdir / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
+                "--cluster.listen-address=",  # no gossip port: a single, loopback-only instance
+            ],
+            self.url("alertmanager") + "/-/ready",
+        )
+        self._write_prometheus_config()
+        self._start(
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}",
+            ],
+            self.url("prometheus") + "/-/ready",
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _start(
+        self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None
+    ) -> None:
+        proc = Proc(name, argv, self.workdir / f"{name}.log", ready, env)
+        self.procs.append(proc)
+        proc.start()
+
+    def proc(self, name: str) -> Proc:
+        for proc in self.procs:
+            if proc.name == name:
+                return proc
+        raise KeyError(name)
+
+    # ---- generated configs ----------------------------------------------------------------
+
+    def _write_secrets(self) -> None:
+        directory = self.workdir / "secrets"
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("webhook", "operator", "node"):
+            token = secrets.token_urlsafe(24)
+            setattr(self, f"{name}_token", token)
+            path = directory / f"{name}-token"
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+
+    def _write_responder_config(self) -> None:
+        config = {
+            "listen": f"127.0.0.1:{self.ports['responder']}",
+            "dry_run": self.settings.dry_run,
+            "state_dir": "./state",
+            "poll_interval": "0.2s",
+            "failover_lease": "5s",
+            "auth": {
+                "webhook_token_file": "./secrets/webhook-token",
+                "operator_token_file": "./secrets/operator-token",
+            },
+            "pairs": [
+                {
+                    "name": PAIR,
+                    "nodes": [
+                        {
+                            "name": node,
+                            "match": {"node": node},
+                            "driver": {
+                                "type": "http",
+                                "url": self.url(node),
+                                "token_file": "./secrets/node-token",
+                                "timeout": "3s",
+                            },
+                        }
+                        for node in NODES
+                    ],
+                    "policy": {
+                        "triggers": ["ValidatorClientDown", "BeaconNodeStalled"],
+                        "hold": self.settings.hold,
+                        "quorum": 1,
+                        "cooldown": "1h",
+                        "max_failovers": 1,
+                        "max_failovers_window": "24h",
+                    },
+                }
+            ],
+        }
+        (self.workdir / "responder.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _write_alertmanager_config(self) -> None:
+        s = self.settings
+        config = {
+            "route": {
+                "receiver": "operators",
+                "group_by": ["pair", "alertname"],
+                "group_wait": "30s",
+                "group_interval": "5m",
+                "repeat_interval": "4h",
+                "routes": [
+                    {
+                        "receiver": "responder",
+                        "matchers": ['failover_trigger="true"'],
+                        "group_by": ["pair", "alertname"],
+                        "group_wait": s.group_wait,
+                        "group_interval": s.group_interval,
+                        "repeat_interval": "1h",
+                    }
+                ],
+            },
+            "receivers": [
+                {
+                    "name": "responder",
+                    "webhook_configs": [
+                        {
+                            "url": self.url("responder") + "/webhook",
+                            "send_resolved": True,
+                            "max_alerts": 0,
+                            "http_config": {
+                                "authorization": {
+                                    "type": "Bearer",
+                                    "credentials_file": str(
+                                        self.workdir / "secrets" / "webhook-token"
+                                    ),
+                                }
+                            },
+                        }
+                    ],
+                },
+                {"name": "operators"},
+            ],
+        }
+        (self.workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _write_prometheus_config(self) -> None:
+        s = self.settings
+        rules_dir = self.workdir / "rules"
+        rules_dir.mkdir(exist_ok=True)
+        for name in s.rules:
+            fast_rules(REPO / "rules" / name, rules_dir / name, s.rule_for)
+
+        def job(name: str, path: str) -> dict[str, Any]:
+            return {
+                "job_name": name,
+                "metrics_path": path,
+                "scrape_interval": s.scrape_interval,
+                "scrape_timeout": s.scrape_interval,
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{self.ports[node]}"],
+                        "labels": {"node": node, "pair": PAIR},
+                    }
+                    for node in NODES
+                ],
+            }
+
+        config = {
+            "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": "1s"},
+            "rule_files": [str(rules_dir / name) for name in s.rules],
+            "alerting": {
+                "alertmanagers": [
+                    {"static_configs": [{"targets": [f"127.0.0.1:{self.ports['alertmanager']}"]}]}
+                ]
+            },
+            "scrape_configs": [job("validator", "/metrics"), job("beacon", "/beacon/metrics")],
+        }
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    # ---- driving and observing ------------------------------------------------------------
+
+    def inject(self, node: str, fault: str) -> float:
+        """Turn a fault on in a simulated node; returns the wall-clock time it took effect."""
+        resp = requests.post(self.url(node) + "/sim/faults", json={"fault": fault}, timeout=5)
+        resp.raise_for_status()
+        return time.time()
+
+    def clear(self, node: str, fault: str | None = None) -> None:
+        path = "/sim/faults" + (f"/{fault}" if fault else "")
+        requests.delete(self.url(node) + path, timeout=5).raise_for_status()
+
+    def sim(self, node: str) -> dict[str, Any]:
+        resp = requests.get(self.url(node) + "/sim/state", timeout=5)
+        resp.raise_for_status()
+        state: dict[str, Any] = resp.json()
+        return state
+
+    def api(self, path: str) -> Any:
+        resp = requests.get(
+            self.url("responder") + path,
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+            timeout=5,
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def pair(self) -> dict[str, Any]:
+        pair: dict[str, Any] = self.api("/api/v1/pairs")["pairs"][0]
+        return pair
+
+    def events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.api(f"/api/v1/events?pair={PAIR}&limit=1000")["events"]
+        return events
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Poll the running system until check() holds; LabError with the logs otherwise."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if check():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {p.name}\n{p.tail(1500)}" for p in self.procs)
+        raise LabError(f"timed out after {timeout:g}s waiting for {what}\n{logs}")
+
+    def wait_until_watching(self, timeout: float = 30.0) -> None:
+        """Prometheus has scraped every target up, so a fault now is detected from a clean state."""
+
+        def all_up() -> bool:
+            resp = requests.get(
+                self.url("prometheus") + "/api/v1/query", params={"query": "up"}, timeout=5
+            )
+            result = resp.json()["data"]["result"]
+            return len(result) == 2 * len(NODES) and all(r["value"][1] == "1" for r in result)
+
+        self.wait_for("Prometheus to see every target up", all_up, timeout)
+
+    def timeline(self, failover_id: str, injected: float) -> Timeline:
+        failover = self.api(f"/api/v1/failovers/{failover_id}")
+        journal = failover["journal"]
+
+        def ts(step: str, phase: str = "begin") -> float:
+            for entry in journal:
+                if entry["step"] == step and entry["phase"] == phase:
+                    return float(entry["ts"])
+            raise LabError(f"journal of {failover_id} has no {step}/{phase}: {json.dumps(journal)}")
+
+        signal_ = failover["data"]["signals"][0]
+        return Timeline(
+            injected=injected,
+            prometheus_fired=parse_time(signal_["starts_at"]),
+            responder_received=float(signal_["since"]),
+            failover_planned=ts("planned", "note"),
+            fence_started=ts("fencing"),
+            fenced=ts("fenced"),
+            activation_started=ts("activating"),
+            active=ts("done"),
+        )

@@ -1,0 +1,45 @@
+"""`make demo`'s program runs the whole loop, exits 0 and leaves no process behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _lab_processes() -> list[str]:
+    out = subprocess.run(
+        ["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if "responder-lab-" in line]
+
+
+def test_demo_runs_the_loop_and_cleans_up() -> None:
+    """The demo fails over, narrates each stage, prints status, exits 0, and stops everything."""
+    before = _lab_processes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "responder.demo"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for needle in (
+        "FAULT: validator client on node-a",
+        "failover_planned",
+        "failover:fenced",
+        "failover mainnet-a-1: done",
+        "detection by Prometheus",
+        "fault injection -> standby active",
+        "mainnet-a  armed  node-b  node-a:fenced node-b:active",
+        "ValidatorClientDown resolved on node-a",
+        "signing intervals overlapping: 0",
+        "all processes stopped",
+    ):
+        assert needle in out, f"{needle!r} missing from:\n{out}"
+    assert _lab_processes() == before
