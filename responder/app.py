@@ -198,6 +198,10 @@ def create_app(
             return _error(400, 'body must be {"target": "<node name>"}')
         return control(pair, lambda by: responder.manual_failover(pair, target, by))
 
+    @app.post("/api/v1/pairs/<pair>/confirm")
+    def confirm(pair: str) -> Response:
+        return control(pair, lambda by: responder.confirm(pair, by))
+
     @app.post("/api/v1/pairs/<pair>/nodes/<node>/unfence")
     def unfence(pair: str, node: str) -> Response:
         return control(pair, lambda by: responder.unfence(pair, node, by))

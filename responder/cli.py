@@ -133,6 +133,8 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
                 + (" [dry-run]" if f["dry_run"] else "")
                 + (f": {f['outcome_reason']}" if f["outcome_reason"] else "")
             )
+            if f["step"] == "awaiting":
+                details.append(f"  WAITING: {f['data'].get('waiting', '')}")
     return _table(rows) + "\n\n" + "\n".join(details)
 
 
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("pause", "stop acting on alerts for a pair (they are still recorded)"),
         ("resume", "act on alerts again"),
         ("ack", "acknowledge a failed or finished failover and re-arm automation"),
+        ("confirm", "allow an activation waiting for an operator (no history was handed over)"),
     ):
         sub.add_parser(name, parents=[client], help=text).add_argument("pair")
     failover = sub.add_parser("failover", parents=[client], help="fail over by hand to a standby")

@@ -134,7 +134,43 @@ class CommandDriverConfig(_Frozen):
         return value
 
 
-DriverConfig = Annotated[HttpDriverConfig | CommandDriverConfig, Field(discriminator="type")]
+HEX_ROOT = r"^0x[0-9a-fA-F]{64}$"
+HEX_PUBKEY = r"^0x[0-9a-fA-F]{96}$"
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+class TlsConfig(_Frozen):
+    """How to verify an https:// node API (Teku and Web3Signer serve TLS by default)."""
+
+    ca_file: ConfigPath | None = None  # trust this CA (or self-signed certificate) file
+    insecure_skip_verify: bool = False  # lab only: accept any certificate
+
+
+class KeymanagerDriverConfig(_Frozen):
+    """A validator client (or Web3Signer) speaking the standard Ethereum Keymanager API."""
+
+    type: Literal["ethereum-keymanager"]
+    url: str
+    token_file: ConfigPath
+    mode: Literal["local", "remote"] = "local"
+    tls: TlsConfig = TlsConfig()
+    connect_timeout: Duration = 2.0
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+DriverConfig = Annotated[
+    HttpDriverConfig | CommandDriverConfig | KeymanagerDriverConfig, Field(discriminator="type")
+]
 
 
 class HttpFenceConfig(_Frozen):
@@ -198,11 +234,103 @@ class PolicyConfig(_Frozen):
         return self
 
 
+class KeystoreConfig(_Frozen):
+    """One EIP-2335 keystore and its password, read from disk only at activation."""
+
+    pubkey: str = Field(pattern=HEX_PUBKEY)
+    keystore_file: ConfigPath
+    password_file: ConfigPath
+
+
+class LivenessConfig(_Frozen):
+    """A beacon node asked whether the pair's validators were live after the fence."""
+
+    beacon_url: str
+    validator_indices: tuple[int, ...] = Field(min_length=1)
+    epochs: int = Field(default=2, ge=1)
+    seconds_per_slot: float = Field(default=12.0, gt=0)
+    slots_per_epoch: int = Field(default=32, ge=1)
+    token_file: ConfigPath | None = None
+    tls: TlsConfig = TlsConfig()
+    timeout: Duration = 5.0
+
+    @field_validator("beacon_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class EthereumConfig(_Frozen):
+    """The validator keys a pair moves between its nodes, and how to hand them over."""
+
+    genesis_validators_root: str = Field(pattern=HEX_ROOT)
+    pubkeys: tuple[str, ...] = Field(min_length=1)
+    keystores: tuple[KeystoreConfig, ...] = ()
+    remote_signer_url: str | None = None
+    without_history: Literal["operator", "liveness"] = "operator"
+    liveness: LivenessConfig | None = None
+
+    @field_validator("pubkeys")
+    @classmethod
+    def _pubkeys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [k for k in value if not re.match(HEX_PUBKEY, k)]
+        if bad:
+            raise ValueError(f"not a 0x-prefixed 48-byte hex BLS pubkey: {', '.join(bad)}")
+        lowered = [k.lower() for k in value]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("pubkeys must be unique")
+        return tuple(lowered)
+
+    @field_validator("remote_signer_url")
+    @classmethod
+    def _signer(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EthereumConfig:
+        if self.without_history == "liveness" and self.liveness is None:
+            raise ValueError("without_history: liveness needs a `liveness` section")
+        keyed = {k.pubkey.lower() for k in self.keystores}
+        extra = keyed - set(self.pubkeys)
+        if extra:
+            raise ValueError(f"keystores for pubkeys not in `pubkeys`: {', '.join(sorted(extra))}")
+        return self
+
+    def keystore(self, pubkey: str) -> KeystoreConfig | None:
+        for entry in self.keystores:
+            if entry.pubkey.lower() == pubkey:
+                return entry
+        return None
+
+
 class PairConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     nodes: tuple[NodeConfig, ...] = Field(min_length=2)
     policy: PolicyConfig
     dry_run: bool | None = None
+    ethereum: EthereumConfig | None = None
+
+    @model_validator(mode="after")
+    def _ethereum(self) -> PairConfig:
+        modes = {n.driver.mode for n in self.nodes if isinstance(n.driver, KeymanagerDriverConfig)}
+        if not modes:
+            return self
+        if self.ethereum is None:
+            raise ValueError("nodes with ethereum-keymanager drivers need an `ethereum` section")
+        if len(modes) > 1:
+            raise ValueError("all ethereum-keymanager nodes of a pair must use the same mode")
+        if "local" in modes:
+            missing = set(self.ethereum.pubkeys) - {
+                k.pubkey.lower() for k in self.ethereum.keystores
+            }
+            if missing:
+                raise ValueError(
+                    "local mode needs ethereum.keystores for every pubkey; missing: "
+                    + ", ".join(sorted(missing))
+                )
+        if "remote" in modes and self.ethereum.remote_signer_url is None:
+            raise ValueError("remote mode needs ethereum.remote_signer_url")
+        return self
 
     @field_validator("nodes")
     @classmethod
@@ -269,7 +397,7 @@ class Config(_Frozen):
         return self.state_dir / "responder.sqlite3"
 
 
-_UNION_TAGS = {"http", "command"}
+_UNION_TAGS = {"http", "command", "ethereum-keymanager"}
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -386,27 +514,64 @@ def load_secrets(config: Config) -> Secrets:
     return Secrets(webhook=found[0], operator=found[1])
 
 
-def check_driver_files(config: Config) -> list[str]:
-    """Token files referenced by drivers and fence levels that cannot be read."""
-    problems = []
+def secret_files(config: Config) -> list[tuple[str, Path, bool]]:
+    """Every secret file the config names: (key path, path, is a token read at start-up)."""
+    out: list[tuple[str, Path, bool]] = []
+    if config.auth != "none":
+        out.append(("auth.webhook_token_file", config.auth.webhook_token_file, True))
+        out.append(("auth.operator_token_file", config.auth.operator_token_file, True))
     for p_i, pair in enumerate(config.pairs):
         for n_i, node in enumerate(pair.nodes):
-            files: list[tuple[str, Path]] = []
-            if isinstance(node.driver, HttpDriverConfig) and node.driver.token_file:
-                files.append(
-                    (f"pairs[{p_i}].nodes[{n_i}].driver.token_file", node.driver.token_file)
-                )
+            where = f"pairs[{p_i}].nodes[{n_i}]"
+            driver = node.driver
+            if isinstance(driver, HttpDriverConfig | KeymanagerDriverConfig) and driver.token_file:
+                out.append((f"{where}.driver.token_file", driver.token_file, True))
             for f_i, level in enumerate(node.fence_levels):
                 if isinstance(level, HttpFenceConfig) and level.token_file:
-                    files.append(
-                        (
-                            f"pairs[{p_i}].nodes[{n_i}].fence_levels[{f_i}].token_file",
-                            level.token_file,
-                        )
-                    )
-            for key, path in files:
-                try:
-                    read_secret(path, key)
-                except ConfigError as exc:
-                    problems.extend(exc.problems)
+                    out.append((f"{where}.fence_levels[{f_i}].token_file", level.token_file, True))
+        eth = pair.ethereum
+        if eth is not None:
+            for k_i, key in enumerate(eth.keystores):
+                where = f"pairs[{p_i}].ethereum.keystores[{k_i}]"
+                out.append((f"{where}.keystore_file", key.keystore_file, False))
+                out.append((f"{where}.password_file", key.password_file, False))
+            if eth.liveness is not None and eth.liveness.token_file is not None:
+                out.append(
+                    (f"pairs[{p_i}].ethereum.liveness.token_file", eth.liveness.token_file, True)
+                )
+    return out
+
+
+def check_driver_files(config: Config) -> list[str]:
+    """Driver, fence-level and keystore files that cannot be read.
+
+    Tokens are read and must be non-empty; keystores and passwords are only checked for
+    readability here (their contents are read when an activation needs them).
+    """
+    problems = []
+    for key, path, is_token in secret_files(config):
+        if key.startswith("auth."):
+            continue
+        if is_token:
+            try:
+                read_secret(path, key)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        elif not os.access(path, os.R_OK):
+            problems.append(f"{key}: cannot read {path}")
     return problems
+
+
+def permission_warnings(config: Config) -> list[str]:
+    """Secret files that group or others may read: worth fixing, not fatal."""
+    warnings = []
+    for key, path, _ in secret_files(config):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            warnings.append(
+                f"{key}: {path} is accessible by group/others (mode {mode & 0o777:o}); chmod 600 it"
+            )
+    return warnings

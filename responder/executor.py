@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .clock import Clock
 from .config import Config
 from .drivers import ActionContext, DriverError, NodeHandle, PlannedCall
 from .failover import Failover, Step
+from .liveness import BeaconClient, liveness_step
 from .metrics import Metrics
 from .policy import Event, FailoverEnded, NodeFenced, decide, reconcile
 from .state import PairState
@@ -24,6 +26,7 @@ from .store import EventRecord, Store
 log = logging.getLogger("responder.executor")
 
 T = TypeVar("T")
+FOREVER = 4102444800.0  # 2100-01-01: "until someone acts on it"
 
 
 def _guard(call: Callable[[], T]) -> T:
@@ -73,10 +76,22 @@ class Executor:
         pair_event: Event | None = None,
         outcome_reason: str | None = None,
         event_kind: str | None = None,
+        data_update: Mapping[str, Any] | None = None,
+        wake_at: float | None = None,
     ) -> Failover:
-        """Move f to `step` and, atomically with it, tell the policy (roles, phase)."""
+        """Move f to `step` and, atomically with it, tell the policy (roles, phase).
+
+        `data_update` lands in the failover record in the same transaction: what a fence
+        hands to the activation is durable before the step that needs it can start.
+        """
         now = self.clock.now()
-        new = f.advance(step, now, outcome_reason=outcome_reason or f.outcome_reason)
+        new = f.advance(
+            step,
+            now,
+            outcome_reason=outcome_reason or f.outcome_reason,
+            data={**(f.data or {}), **(data_update or {})},
+            wake_at=wake_at,
+        )
         pair = self.config.pair(f.pair)
         reason = outcome_reason or detail.get("reason") or f"failover {f.id}: {step.value}"
         with self.store.transaction() as txn:
@@ -125,30 +140,132 @@ class Executor:
     # ---- the sequence ---------------------------------------------------------------------
 
     def run(self, f: Failover) -> Failover:
-        """Run f from whatever step its journal says it reached; returns it terminal."""
-        resumed = f.step is not Step.PLANNED
+        """Run f from the step its journal reached until it ends or waits for a gate.
+
+        A failover left waiting (step `awaiting`) is released, to be claimed again at its
+        `wake_at` or when an operator confirms it.
+        """
+        resumed = f.step not in (Step.PLANNED, Step.AWAITING)
         if resumed:
             self._journal(f, "note", {"resumed_by": self.owner, "from_step": f.step.value})
-        ctx = ActionContext(
+        if f.step is Step.PLANNED:
+            f = self._probe(f)
+        if f.step is Step.FENCING:
+            f = self._fence(f, self._context(f))
+        if f.step is Step.FENCED:
+            f = self._after_fence(f)
+            resumed = False
+        if f.step is Step.AWAITING:
+            f = self._check_gate(f)
+            if f.step is Step.AWAITING:
+                self.store.release_lease(f.id, self.owner)
+                return f
+            resumed = False
+        if f.step is Step.ACTIVATING:
+            f = self._activate(f, self._context(f), resumed=resumed)
+        outcome = "dry_run" if f.dry_run and f.step is Step.DONE else f.step.value
+        self.metrics.failovers.labels(pair=f.pair, outcome=outcome).inc()
+        return f
+
+    def _context(self, f: Failover) -> ActionContext:
+        data = f.data or {}
+        return ActionContext(
             pair=f.pair,
             node=f.target,
             failover_id=f.id,
             source=f.source,
             target=f.target,
             reason=f.reason,
+            handoff=dict(data.get("handoff") or {}),
+            handoff_waived=data.get("handoff_waived"),
         )
-        if f.step is Step.PLANNED:
-            f = self._probe(f)
-        if f.step is Step.FENCING:
-            f = self._fence(f, ctx)
-        if f.step is Step.FENCED:
-            f = self._advance(f, Step.ACTIVATING, {"target": f.target})
-            resumed = False
-        if f.step is Step.ACTIVATING:
-            f = self._activate(f, ctx, resumed=resumed)
-        outcome = "dry_run" if f.dry_run and f.step is Step.DONE else f.step.value
-        self.metrics.failovers.labels(pair=f.pair, outcome=outcome).inc()
-        return f
+
+    # ---- between fence and activation -----------------------------------------------------
+
+    def _after_fence(self, f: Failover) -> Failover:
+        """Activate next, unless the target needs a hand-off the fence did not provide."""
+        target = self.nodes[(f.pair, f.target)].driver
+        data = f.data or {}
+        if f.dry_run or not target.needs_handoff or data.get("handoff"):
+            return self._advance(f, Step.ACTIVATING, {"target": f.target})
+        eth = self.config.pair(f.pair).ethereum
+        gate = eth.without_history if eth is not None else "operator"
+        why = (
+            f"no slashing-protection history was handed over by the fence of {f.source or '(none)'}"
+        )
+        if gate == "operator":
+            waiting = f"{why}: activation of {f.target} waits for an operator (responder confirm {f.pair})"
+            wake = FOREVER
+        else:
+            waiting = f"{why}: activation of {f.target} waits until the chain shows the validators not live"
+            wake = self.clock.now()
+        log.warning(waiting, extra={"pair": f.pair, "failover_id": f.id})
+        return self._advance(
+            f,
+            Step.AWAITING,
+            {"reason": waiting, "gate": gate},
+            data_update={"gate": gate, "waiting": waiting, "fenced_at": self.clock.now()},
+            wake_at=wake,
+        )
+
+    def _check_gate(self, f: Failover) -> Failover:
+        data = dict(f.data or {})
+        if data.get("confirmed_by"):
+            waiver = f"confirmed by operator {data['confirmed_by']}"
+            return self._advance(
+                f,
+                Step.ACTIVATING,
+                {"target": f.target, "handoff_waived": waiver},
+                data_update={"handoff_waived": waiver},
+            )
+        if data.get("gate") != "liveness":
+            return f
+        eth = self.config.pair(f.pair).ethereum
+        assert eth is not None and eth.liveness is not None
+        now = self.clock.now()
+        client = BeaconClient(eth.liveness, eth.genesis_validators_root)
+        try:
+            chain = client.chain()
+            step = liveness_step(
+                data.get("liveness") or {},
+                fenced_at=float(data.get("fenced_at", f.updated_at)),
+                now=now,
+                chain=chain,
+                required=eth.liveness.epochs,
+                query=client.liveness,
+            )
+        except (DriverError, OSError) as exc:
+            retry = now + 30.0
+            self._wait(
+                f, data, {"liveness_error": str(exc)}, retry, f"liveness check failed: {exc}"
+            )
+            return replace(f, wake_at=retry)
+        data["liveness"] = step.progress
+        if step.done:
+            waiver = f"liveness: validators not live for {eth.liveness.epochs} epochs after the fence ({step.note})"
+            return self._advance(
+                f,
+                Step.ACTIVATING,
+                {"target": f.target, "handoff_waived": waiver},
+                data_update={"handoff_waived": waiver, "liveness": step.progress},
+            )
+        self._wait(f, data, step.progress, step.wake_at, step.note)
+        return replace(f, data=data, wake_at=step.wake_at)
+
+    def _wait(
+        self,
+        f: Failover,
+        data: Mapping[str, Any],
+        detail: Mapping[str, Any],
+        wake_at: float,
+        note: str,
+    ) -> None:
+        new = replace(f, data=dict(data), wake_at=wake_at, updated_at=self.clock.now())
+        with self.store.transaction() as txn:
+            txn.update_failover(new, self.owner)
+            txn.append_journal(
+                f.id, self.clock.now(), f.step.value, "note", {**detail, "note": note}
+            )
 
     def _timed(self, step: str, started: float) -> None:
         self.metrics.step_seconds.labels(step=step).observe(time.perf_counter() - started)
@@ -252,11 +369,18 @@ class Executor:
                     "data": dict(result.data),
                 },
             )
+            handoff = dict(result.handoff) if result.handoff else None
             return self._advance(
                 f,
                 Step.FENCED,
-                {"level": index, "method": name, "detail": result.detail},
+                {
+                    "level": index,
+                    "method": name,
+                    "detail": result.detail,
+                    "handoff": sorted(handoff) if handoff else None,
+                },
                 pair_event=NodeFenced(f.id, f.source),
+                data_update={"handoff": handoff, "fence_level": index},
             )
         return self._end(
             f,
@@ -301,6 +425,16 @@ class Executor:
         try:
             _guard(lambda: handle.driver.fence(ctx))
         except DriverError as fence_exc:
+            try:
+                after = _guard(handle.driver.status)
+            except DriverError:
+                after = None
+            if after is not None and after.signing is False:
+                reason = (
+                    f"activation of {f.target} failed ({exc}); it reports not signing "
+                    f"({after.detail}), so no node signs: an operator must repair and fail over by hand"
+                )
+                return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))
             reason = (
                 f"activation of {f.target} failed ({exc}); fencing it back also failed "
                 f"({fence_exc}): its signing state is unknown, check it by hand"

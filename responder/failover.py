@@ -12,6 +12,7 @@ class Step(StrEnum):
     PLANNED = "planned"  # decided; the target is probed next
     FENCING = "fencing"  # fence levels are being tried on the source
     FENCED = "fenced"  # the source's fence is confirmed (or there was no source)
+    AWAITING = "awaiting"  # fenced, but activation waits for a gate (operator, chain liveness)
     ACTIVATING = "activating"  # the target's activation was requested
     DONE = "done"  # the target is the active signer (or, in dry-run, the plan is complete)
     ABORTED = "aborted"  # stopped before anything was changed
@@ -25,7 +26,8 @@ class Step(StrEnum):
 TRANSITIONS: Mapping[Step, frozenset[Step]] = {
     Step.PLANNED: frozenset({Step.FENCING, Step.FENCED, Step.ABORTED}),
     Step.FENCING: frozenset({Step.FENCED, Step.FAILED}),
-    Step.FENCED: frozenset({Step.ACTIVATING, Step.FAILED}),
+    Step.FENCED: frozenset({Step.ACTIVATING, Step.AWAITING, Step.FAILED}),
+    Step.AWAITING: frozenset({Step.ACTIVATING, Step.FAILED}),
     Step.ACTIVATING: frozenset({Step.DONE, Step.FAILED}),
     Step.DONE: frozenset(),
     Step.ABORTED: frozenset(),
@@ -56,6 +58,7 @@ class Failover:
     updated_at: float
     outcome_reason: str | None = None
     data: Mapping[str, Any] | None = None
+    wake_at: float | None = None  # an unowned failover is not resumed before this time
 
     def advance(self, step: Step, now: float, **changes: Any) -> Failover:
         check_transition(self.step, step)
@@ -75,6 +78,7 @@ class Failover:
             "updated_at": self.updated_at,
             "outcome_reason": self.outcome_reason,
             "data": dict(self.data or {}),
+            "wake_at": self.wake_at,
         }
 
     @classmethod
@@ -92,4 +96,5 @@ class Failover:
             updated_at=float(data["updated_at"]),
             outcome_reason=data.get("outcome_reason"),
             data=dict(data.get("data") or {}),
+            wake_at=data.get("wake_at"),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -258,6 +258,42 @@ class Responder:
             log.warning("unfence probe failed: %s", exc, extra={"pair": pair_name, "node": node})
             signing = None
         return self._operator(pair_name, Unfence(node, by, signing), "operator:unfence")
+
+    def confirm(self, pair_name: str, by: str) -> Outcome:
+        """An operator allows an activation that waits for confirmation (no hand-off came)."""
+        try:
+            self.config.pair(pair_name)
+        except KeyError:
+            raise Rejected(f"unknown pair {pair_name!r}") from None
+        state = next((s for s in self.store.list_pairs() if s.pair == pair_name), None)
+        if state is None or state.phase is not Phase.FAILING_OVER or state.failover_id is None:
+            raise Rejected("no failover in flight; nothing to confirm")
+        current = self.store.get_failover(state.failover_id)
+        if current is None or current.step is not Step.AWAITING:
+            step = current.step.value if current else "missing"
+            raise Rejected(f"failover {state.failover_id} is {step}, not awaiting confirmation")
+        now = self.clock.now()
+        claimed = self.store.claim_failover(
+            self.owner, now, self.config.failover_lease, failover_id=current.id
+        )
+        if claimed is None:
+            raise Rejected(f"failover {current.id} is being checked right now; retry in a moment")
+        try:
+            data = {**(claimed.data or {}), "confirmed_by": by, "confirmed_at": now}
+            updated = replace(claimed, data=data, wake_at=now, updated_at=now)
+            reason = f"{by} confirmed activation of {claimed.target} without a hand-off"
+            with self.store.transaction() as txn:
+                txn.update_failover(updated, self.owner)
+                txn.append_journal(
+                    claimed.id, now, claimed.step.value, "note", {"confirmed_by": by}
+                )
+                txn.add_event(
+                    EventRecord(now, pair_name, "operator:confirm", reason, failover_id=claimed.id)
+                )
+        finally:
+            self.store.release_lease(claimed.id, self.owner)
+        log.warning(reason, extra={"pair": pair_name, "failover_id": claimed.id})
+        return Outcome(pair_name, reason, claimed.id)
 
     def manual_failover(self, pair: str, target: str, by: str) -> Outcome:
         return self.operator(pair, ManualFailover(target, by))

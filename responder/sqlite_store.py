@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS failovers (
     doc TEXT NOT NULL,
     owner TEXT,
     lease_until REAL,
+    wake_at REAL,
     created_at REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_failover_in_flight ON failovers(pair)
@@ -157,8 +158,14 @@ class _Txn:
 
     def update_failover(self, failover: Failover, owner: str) -> None:
         cur = self._c.execute(
-            "UPDATE failovers SET step = ?, doc = ? WHERE id = ? AND owner = ?",
-            (failover.step.value, json.dumps(failover.to_json()), failover.id, owner),
+            "UPDATE failovers SET step = ?, doc = ?, wake_at = ? WHERE id = ? AND owner = ?",
+            (
+                failover.step.value,
+                json.dumps(failover.to_json()),
+                failover.wake_at,
+                failover.id,
+                owner,
+            ),
         )
         if cur.rowcount != 1:
             raise LeaseLost(f"{owner} does not hold the lease of failover {failover.id}")
@@ -192,6 +199,9 @@ class SqliteStore:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
+            if "wake_at" not in columns:  # databases created before gated activation existed
+                conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
 
     def _conn(self) -> sqlite3.Connection:
         pid = os.getpid()
@@ -305,13 +315,22 @@ class SqliteStore:
         )
         return [JournalEntry(failover_id, r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def claim_failover(self, owner: str, now: float, lease: float) -> Failover | None:
+    def claim_failover(
+        self, owner: str, now: float, lease: float, failover_id: str | None = None
+    ) -> Failover | None:
         with self._write(self._conn()) as conn:
-            row = conn.execute(
+            query = (
                 "SELECT id, doc FROM failovers WHERE step NOT IN (?, ?, ?) "
-                "AND (owner IS NULL OR lease_until < ?) ORDER BY created_at LIMIT 1",
-                (*_TERMINAL, now),
-            ).fetchone()
+                "AND (owner IS NULL OR lease_until < ?)"
+            )
+            args: list[Any] = [*_TERMINAL, now]
+            if failover_id is None:
+                query += " AND (wake_at IS NULL OR wake_at <= ?)"
+                args.append(now)
+            else:
+                query += " AND id = ?"
+                args.append(failover_id)
+            row = conn.execute(query + " ORDER BY created_at LIMIT 1", args).fetchone()
             if row is None:
                 return None
             conn.execute(

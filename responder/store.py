@@ -128,8 +128,14 @@ class Store(Protocol):
 
     def journal(self, failover_id: str) -> list[JournalEntry]: ...
 
-    def claim_failover(self, owner: str, now: float, lease: float) -> Failover | None:
-        """Take the lease of one unfinished failover nobody holds (or whose lease expired)."""
+    def claim_failover(
+        self, owner: str, now: float, lease: float, failover_id: str | None = None
+    ) -> Failover | None:
+        """Take the lease of one unfinished failover nobody holds (or whose lease expired).
+
+        Without `failover_id`, only one that is due (`wake_at` unset or past); with it, that
+        failover whatever its `wake_at` (an operator acting on it).
+        """
         ...
 
     def renew_lease(self, failover_id: str, owner: str, until: float) -> bool: ...

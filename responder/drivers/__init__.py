@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, NodeConfig
+from ..config import Config, KeymanagerDriverConfig, NodeConfig, PairConfig
 from .base import (
     ActionContext,
     DriverError,
@@ -18,6 +18,7 @@ from .base import (
 )
 from .command import CommandDriver, CommandFencer
 from .http import HttpDriver, HttpFencer
+from .keymanager import KeymanagerDriver
 
 __all__ = [
     "ActionContext",
@@ -31,10 +32,17 @@ __all__ = [
     "build_nodes",
 ]
 
-DRIVERS: dict[str, Callable[[str, Any], NodeDriver]] = {
-    "http": HttpDriver,
-    "command": CommandDriver,
+DRIVERS: dict[str, Callable[[PairConfig, NodeConfig], NodeDriver]] = {
+    "http": lambda _pair, node: HttpDriver(node.name, node.driver),  # type: ignore[arg-type]
+    "command": lambda _pair, node: CommandDriver(node.name, node.driver),  # type: ignore[arg-type]
+    "ethereum-keymanager": lambda pair, node: KeymanagerDriver(node.name, _keymanager(node), pair),
 }
+
+
+def _keymanager(node: NodeConfig) -> KeymanagerDriverConfig:
+    assert isinstance(node.driver, KeymanagerDriverConfig)
+    return node.driver
+
 
 FENCERS: dict[str, Callable[[str, int, Any], Fencer]] = {
     "http": HttpFencer,
@@ -50,8 +58,8 @@ class NodeHandle:
     fencers: tuple[Fencer, ...]
 
 
-def build_node(node: NodeConfig) -> NodeHandle:
-    driver = DRIVERS[node.driver.type](node.name, node.driver)
+def build_node(pair: PairConfig, node: NodeConfig) -> NodeHandle:
+    driver = DRIVERS[node.driver.type](pair, node)
     fencers = tuple(
         FENCERS[level.type](node.name, i, level) for i, level in enumerate(node.fence_levels)
     )
@@ -61,5 +69,7 @@ def build_node(node: NodeConfig) -> NodeHandle:
 def build_nodes(config: Config) -> dict[tuple[str, str], NodeHandle]:
     """(pair, node) -> handle, for every configured node."""
     return {
-        (pair.name, node.name): build_node(node) for pair in config.pairs for node in pair.nodes
+        (pair.name, node.name): build_node(pair, node)
+        for pair in config.pairs
+        for node in pair.nodes
     }

@@ -30,6 +30,10 @@ class ActionContext:
     source: str | None
     target: str
     reason: str
+    # what the fence handed over for the activation (e.g. slashing-protection history)
+    handoff: Mapping[str, Any] = field(default_factory=dict)
+    # set when activation may proceed without a hand-off, saying who or what allowed it
+    handoff_waived: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class StepResult:
 
     detail: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    handoff: Mapping[str, Any] | None = None  # persisted before activation, passed to it
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,11 @@ class NodeDriver(Protocol):
     def activate(self, ctx: ActionContext) -> StepResult: ...
 
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall: ...
+
+    @property
+    def needs_handoff(self) -> bool:
+        """True when activating this node is unsafe without what a confirmed fence hands over."""
+        ...
 
 
 class Fencer(Protocol):

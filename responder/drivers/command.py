@@ -97,6 +97,8 @@ class CommandDriver:
     def activate(self, ctx: ActionContext) -> StepResult:
         return self._mutate("activate", ctx)
 
+    needs_handoff = False
+
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         argv = self.config.fence if action == "fence" else self.config.activate
         return PlannedCall(

@@ -121,6 +121,8 @@ class HttpDriver:
     def activate(self, ctx: ActionContext) -> StepResult:
         return self._mutate("activate", ctx)
 
+    needs_handoff = False
+
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
         headers = _redacted(

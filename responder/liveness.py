@@ -1,0 +1,146 @@
+"""Chain-side evidence that fenced validators stopped: the beacon node liveness API.
+
+Used only when a fence confirmed without handing over slashing-protection history (a power
+switch cut the primary): the standby is activated once the pair's validators were seen not
+live for N consecutive whole epochs after the fence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .config import ConfigError, LivenessConfig, read_secret
+from .drivers.base import DriverError
+from .drivers.keymanager import tls_verify
+
+
+@dataclass(frozen=True)
+class Chain:
+    genesis_time: float
+    seconds_per_slot: float = 12.0
+    slots_per_epoch: int = 32
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.seconds_per_slot * self.slots_per_epoch
+
+    def epoch(self, t: float) -> int:
+        return max(0, int((t - self.genesis_time) // self.epoch_seconds))
+
+    def epoch_start(self, epoch: int) -> float:
+        return self.genesis_time + epoch * self.epoch_seconds
+
+
+@dataclass(frozen=True)
+class GateStep:
+    done: bool
+    progress: dict[str, Any]
+    wake_at: float
+    note: str
+
+
+def liveness_step(
+    progress: Mapping[str, Any],
+    *,
+    fenced_at: float,
+    now: float,
+    chain: Chain,
+    required: int,
+    query: Callable[[int], Mapping[int, bool]],
+) -> GateStep:
+    """One look at the chain: extend or restart the run of quiet epochs; pure but for `query`.
+
+    Only the last complete epoch is asked about (the API answers for the current epoch ±1), so
+    an epoch missed while the responder was down breaks the run and it starts again.
+    """
+    current = chain.epoch(now)
+    first = int(progress.get("first", chain.epoch(fenced_at) + 1))
+    quiet = [int(e) for e in progress.get("quiet", [])]
+    target = current - 1
+    note = f"waiting for epoch {first} to complete"
+    if target >= first and target not in quiet:
+        if quiet and target != quiet[-1] + 1:
+            quiet = []
+        live = query(target)
+        awake = sorted(i for i, is_live in live.items() if is_live)
+        if awake:
+            quiet, first = [], target + 1
+            note = (
+                f"validators {awake} were live in epoch {target}: the fence is not proven, waiting"
+            )
+        else:
+            quiet.append(target)
+            note = f"not live in epochs {quiet[0]}..{quiet[-1]} ({len(quiet)} of {required})"
+    elif quiet:
+        note = f"not live in epochs {quiet[0]}..{quiet[-1]} ({len(quiet)} of {required})"
+    done = len(quiet) >= required
+    return GateStep(
+        done=done,
+        progress={"first": first, "quiet": quiet},
+        wake_at=chain.epoch_start(current + 1) + 1.0,
+        note=note,
+    )
+
+
+class BeaconClient:
+    """The two beacon-node API calls the gate needs; verifies it is the pair's chain."""
+
+    def __init__(self, config: LivenessConfig, genesis_validators_root: str) -> None:
+        self.config = config
+        self.root = genesis_validators_root.lower()
+        self._session = requests.Session()
+        self._session.verify = tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        url = self.config.beacon_url + path
+        headers = {"Accept": "application/json"}
+        if self.config.token_file is not None:
+            try:
+                token = read_secret(self.config.token_file, "liveness.token_file").value
+            except ConfigError as exc:
+                raise DriverError(str(exc)) from None
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            resp = self._session.request(
+                method, url, json=body, headers=headers, timeout=self.config.timeout
+            )
+        except requests.RequestException as exc:
+            raise DriverError(f"{method} {url} failed: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise DriverError(f"{method} {url} answered {resp.status_code}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise DriverError(f"{method} {url}: response is not JSON") from None
+
+    def chain(self) -> Chain:
+        data = self._call("GET", "/eth/v1/beacon/genesis").get("data", {})
+        root = str(data.get("genesis_validators_root", "")).lower()
+        if root != self.root:
+            raise DriverError(f"beacon node is on chain {root or '?'}, not this pair's {self.root}")
+        try:
+            genesis = float(data["genesis_time"])
+        except (KeyError, ValueError, TypeError):
+            raise DriverError("beacon node genesis has no usable genesis_time") from None
+        return Chain(genesis, self.config.seconds_per_slot, self.config.slots_per_epoch)
+
+    def liveness(self, epoch: int) -> dict[int, bool]:
+        indices = [str(i) for i in self.config.validator_indices]
+        body = self._call("POST", f"/eth/v1/validator/liveness/{epoch}", indices)
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise DriverError("liveness answer has no data list")
+        out = {}
+        for row in rows:
+            try:
+                out[int(row["index"])] = bool(row["is_live"])
+            except (KeyError, ValueError, TypeError):
+                raise DriverError(f"liveness answer has a bad entry: {row!r}") from None
+        missing = set(self.config.validator_indices) - set(out)
+        if missing:
+            raise DriverError(f"liveness answer misses indices {sorted(missing)}")
+        return out
