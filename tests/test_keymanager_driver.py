@@ -1,0 +1,467 @@
+"""The ethereum-keymanager driver against spec-checked fake Keymanager APIs (ordered expectations)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from responder.clock import ManualClock
+from responder.config import load_config
+from tests.conftest import Harness, alert, base_config, notification, write_config
+from tests.keymanager_spec import validate_request, validate_response
+
+ROOT = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
+OTHER_ROOT = "0x" + "11" * 32
+KEYS = ["0x" + c * 96 for c in ("a", "b")]
+KS = "/eth/v1/keystores"
+
+
+def history(pubkeys=KEYS, root=ROOT, target=1200) -> dict[str, Any]:
+    return {
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": root},
+        "data": [
+            {
+                "pubkey": k,
+                "signed_blocks": [{"slot": str(target * 32 + 5)}],
+                "signed_attestations": [
+                    {"source_epoch": str(target - 1), "target_epoch": str(target)}
+                ],
+            }
+            for k in pubkeys
+        ],
+    }
+
+
+def keymanager_nodes(httpserver: HTTPServer, **node_a_extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "match": {"node": name},
+            "driver": {
+                "type": "ethereum-keymanager",
+                "url": httpserver.url_for(f"/{name}"),
+                "token_file": "./secrets/node-token",
+                "timeout": "1s",
+            },
+        }
+        | (node_a_extra if name == "node-a" else {})
+        for name in ("node-a", "node-b")
+    ]
+
+
+def ethereum_section(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    keystores = []
+    for i, key in enumerate(KEYS):
+        ks = keys_dir / f"keystore-{i}.json"
+        ks.write_text(
+            json.dumps(
+                {
+                    "pubkey": key[2:],
+                    "version": 4,
+                    "crypto": {"kdf": {}, "cipher": {}},
+                    "path": f"m/12381/3600/{i}/0/0",
+                }
+            )
+        )
+        pw = keys_dir / f"password-{i}.txt"
+        pw.write_text(f"hunter{i}-secret\n")
+        ks.chmod(0o600)
+        pw.chmod(0o600)
+        keystores.append({"pubkey": key, "keystore_file": str(ks), "password_file": str(pw)})
+    return {"genesis_validators_root": ROOT, "pubkeys": KEYS, "keystores": keystores} | extra
+
+
+@pytest.fixture
+def eth_harness(tmp_path: Path, clock: ManualClock, httpserver: HTTPServer):
+    made: list[Harness] = []
+
+    def make(nodes=None, dry_run: bool = False, **eth_extra: Any) -> Harness:
+        data = base_config(
+            lambda n: "unused",
+            nodes=nodes or keymanager_nodes(httpserver),
+            pair={"ethereum": ethereum_section(tmp_path, **eth_extra), "dry_run": dry_run},
+        )
+        harness = Harness(load_config(write_config(tmp_path, data)), clock)
+        made.append(harness)
+        return harness
+
+    yield make
+    for h in made:
+        h.store.close()
+
+
+@pytest.fixture
+def eth_dry_harness(eth_harness):
+    return lambda **kw: eth_harness(dry_run=True, **kw)
+
+
+def spec_json(
+    node: str, method: str, respond, *, quirk: bool = False, captured: list | None = None
+):
+    """A handler validating request and (unless quirk) response against the Keymanager spec."""
+
+    def handle(request: Request) -> Response:
+        assert request.headers.get("Authorization", "").startswith("Bearer ")
+        body = json.loads(request.get_data()) if request.get_data() else None
+        validate_request(method, KS, body)
+        if captured is not None:
+            captured.append(body)
+        status, out = respond(body)
+        if not quirk:
+            validate_response(method, KS, status, out)
+        return Response(json.dumps(out), status=status, mimetype="application/json")
+
+    return handle
+
+
+def listing(keys: list[str]) -> tuple[int, dict[str, Any]]:
+    return 200, {
+        "data": [
+            {"validating_pubkey": k, "derivation_path": "m/12381/3600/0/0/0", "readonly": False}
+            for k in keys
+        ]
+    }
+
+
+def deleted(statuses=("deleted", "deleted"), hist: Any = None, field: str = "slashing_protection"):
+    """A DELETE answer; the history is a JSON string (the spec) unless given as an object."""
+    doc = json.dumps(history()) if hist is None else hist
+
+    def respond(_body):
+        return 200, {"data": [{"status": s, "message": ""} for s in statuses], field: doc}
+
+    return respond
+
+
+def expect_probe(httpserver: HTTPServer, loaded: list[str] | None = None) -> None:
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", lambda _b: listing(loaded or []))
+    )
+
+
+def run_failover(h: Harness, clock: ManualClock):
+    h.post_alert(notification(alert()))
+    h.responder.step()
+    clock.advance(21)
+    return h.responder.step()
+
+
+def test_fence_hands_exact_history_to_activation(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """DELETE on the primary precedes POST on the standby, which carries exactly the returned history."""
+    h = eth_harness()
+    text = json.dumps(history(), indent=1)  # odd formatting: must be forwarded byte for byte
+    posted: list[dict] = []
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", deleted(hist=text))
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json(
+            "node-b",
+            "POST",
+            lambda b: (
+                200,
+                {"data": [{"status": "imported", "message": ""}] * len(b["keystores"])},
+            ),
+            captured=posted,
+        )
+    )
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "done", failover.outcome_reason
+    assert [r.method + " " + r.path for r, _ in httpserver.log] == [
+        f"GET /node-b{KS}",
+        f"DELETE /node-a{KS}",
+        f"POST /node-b{KS}",
+    ]
+    [body] = posted
+    assert body["slashing_protection"] == text
+    assert [json.loads(k)["pubkey"] for k in body["keystores"]] == [k[2:] for k in KEYS]
+    assert body["passwords"] == ["hunter0-secret", "hunter1-secret"]
+    assert h.roles() == {"node-a": "fenced", "node-b": "active"}
+    # the history was persisted with the fence, before activation
+    assert h.store.get_failover(failover.id).data["handoff"]["slashing_protection"] == text
+
+
+@pytest.mark.parametrize(
+    ("respond", "label"),
+    [
+        (deleted(hist=history()), "object-history"),
+        (deleted(hist=json.dumps(history()), field="slashingProtection"), "camelCase-field"),
+        (deleted(statuses=("deleted", "not_found")), "not_found-with-history"),
+        (deleted(statuses=("not_active", "not_active")), "repeated-delete"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_known_client_quirks_are_tolerated(
+    eth_harness, clock, httpserver: HTTPServer, respond, label
+) -> None:
+    """History as an object, `slashingProtection`, not_found with its history, and not_active all confirm the fence."""
+    h = eth_harness()
+    posted: list[dict] = []
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", respond, quirk=True)
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json(
+            "node-b",
+            "POST",
+            lambda b: (200, {"data": [{"status": "imported"}] * 2}),
+            captured=posted,
+        )
+    )
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "done", failover.outcome_reason
+    assert json.loads(posted[0]["slashing_protection"]) == history()
+
+
+def _status_error(_b):
+    return 200, {
+        "data": [{"status": "deleted"}, {"status": "error", "message": "busy"}],
+        "slashing_protection": json.dumps(history()),
+    }
+
+
+def _not_found_without_history(_b):
+    return 200, {
+        "data": [{"status": "deleted"}, {"status": "not_found"}],
+        "slashing_protection": json.dumps(history(pubkeys=KEYS[:1])),
+    }
+
+
+def _slow(_b):
+    time.sleep(1.5)  # the fake client hangs past the driver's 1s timeout
+    return deleted()(_b)
+
+
+@pytest.mark.parametrize(
+    ("respond", "needle"),
+    [
+        (_status_error, "status error"),
+        (lambda _b: (401, {"message": "no token"}), "401"),
+        (lambda _b: (403, {"message": "bad token"}), "403"),
+        (lambda _b: (500, {"message": "boom"}), "500"),
+        (_slow, "timed out"),
+        (deleted(hist="{not json"), "not valid JSON"),
+        (deleted(hist=history(pubkeys=KEYS[:1])), "misses pubkeys"),
+        (deleted(hist=history(root=OTHER_ROOT)), "not this pair's chain"),
+        (_not_found_without_history, "misses pubkeys"),
+    ],
+    ids=[
+        "key-error",
+        "401",
+        "403",
+        "500",
+        "timeout",
+        "unparsable",
+        "missing-key",
+        "foreign-root",
+        "not_found-no-history",
+    ],
+)
+def test_every_fence_failure_blocks_activation(
+    eth_harness, clock, httpserver: HTTPServer, respond, needle
+) -> None:
+    """Any DELETE failure (status, HTTP, timeout, bad history) fails the failover; no POST is sent."""
+    h = eth_harness()
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", respond, quirk=True)
+    )
+    [failover] = run_failover(h, clock)
+    assert failover.step.value == "failed"
+    assert needle in failover.outcome_reason
+    assert all(r.method != "POST" for r, _ in httpserver.log)
+    assert h.pair()["phase"] == "blocked"
+    assert h.roles() == {"node-a": "active", "node-b": "standby"}
+
+
+def test_duplicate_import_confirmed_only_when_listed(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """`duplicate` counts as imported only when the keys then appear in the standby's listing."""
+    h = eth_harness()
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", deleted())
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json(
+            "node-b",
+            "POST",
+            lambda _b: (200, {"data": [{"status": "duplicate"}, {"status": "imported"}]}),
+        )
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", lambda _b: listing(KEYS))
+    )
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "done", failover.outcome_reason
+
+
+def test_failed_import_leaves_both_sides_fenced(eth_harness, clock, httpserver: HTTPServer) -> None:
+    """An `error` on import fails the failover and deletes the keys on the standby again: stuck but safe."""
+    h = eth_harness()
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", deleted())
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json(
+            "node-b",
+            "POST",
+            lambda _b: (
+                200,
+                {"data": [{"status": "imported"}, {"status": "error", "message": "bad password"}]},
+            ),
+        )
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="DELETE").respond_with_handler(
+        spec_json(
+            "node-b",
+            "DELETE",
+            deleted(statuses=("deleted", "not_found"), hist=json.dumps(history(pubkeys=KEYS[:1]))),
+        )
+    )
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", lambda _b: listing([]))
+    )
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    assert "keys not imported" in failover.outcome_reason
+    assert h.roles() == {"node-a": "fenced", "node-b": "fenced"}
+    assert h.pair()["phase"] == "blocked"
+    assert sum(1 for r, _ in httpserver.log if r.method == "POST") == 1  # never retried
+
+
+def _power_fence_nodes(httpserver: HTTPServer) -> list[dict[str, Any]]:
+    return keymanager_nodes(httpserver, fence_levels=[{"type": "command", "argv": ["true"]}])
+
+
+def test_unreachable_primary_waits_for_operator_then_activates_without_history(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Fenced by a stronger level, no history came: activation waits for `confirm`, then POSTs without history."""
+    h = eth_harness(nodes=_power_fence_nodes(httpserver))
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_data(
+        "", status=503
+    )
+    [failover] = run_failover(h, clock)
+    assert failover.step.value == "awaiting"
+    assert "responder confirm" in failover.data["waiting"]
+    assert h.roles() == {"node-a": "fenced", "node-b": "standby"}
+    clock.advance(3600)
+    assert h.responder.step() == []  # nothing happens on its own
+    assert all(r.method != "POST" for r, _ in httpserver.log)
+
+    posted: list[dict] = []
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json(
+            "node-b",
+            "POST",
+            lambda _b: (200, {"data": [{"status": "imported"}] * 2}),
+            captured=posted,
+        )
+    )
+    resp = h.op("POST", "/api/v1/pairs/mainnet-a/confirm")
+    assert resp.status_code == 200, resp.json
+    [done] = h.responder.step()
+    httpserver.check()
+    assert done.step.value == "done"
+    assert "slashing_protection" not in posted[0]
+    assert h.roles() == {"node-a": "fenced", "node-b": "active"}
+
+
+def test_liveness_gate_activates_after_quiet_epochs(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """With without_history: liveness, activation follows N consecutive not-live epochs after the fence."""
+    genesis = clock.now() - 100 * 384 - 10  # 10 s into epoch 100
+    liveness = {
+        "beacon_url": httpserver.url_for("/beacon"),
+        "validator_indices": [7, 9],
+        "epochs": 2,
+    }
+    h = eth_harness(
+        nodes=_power_fence_nodes(httpserver), without_history="liveness", liveness=liveness
+    )
+    httpserver.expect_request("/beacon/eth/v1/beacon/genesis").respond_with_json(
+        {
+            "data": {
+                "genesis_time": str(int(genesis)),
+                "genesis_validators_root": ROOT,
+                "genesis_fork_version": "0x00000000",
+            }
+        }
+    )
+    asked: list[int] = []
+    live_epochs = {101}
+
+    def live(request: Request) -> Response:
+        epoch = int(request.path.rsplit("/", 1)[1])
+        asked.append(epoch)
+        assert json.loads(request.get_data()) == ["7", "9"]
+        return Response(
+            json.dumps(
+                {"data": [{"index": i, "is_live": epoch in live_epochs} for i in ("7", "9")]}
+            ),
+            mimetype="application/json",
+        )
+
+    httpserver.expect_request("/beacon/eth/v1/validator/liveness/101").respond_with_handler(live)
+    httpserver.expect_request("/beacon/eth/v1/validator/liveness/102").respond_with_handler(live)
+    httpserver.expect_request("/beacon/eth/v1/validator/liveness/103").respond_with_handler(live)
+    httpserver.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", lambda _b: listing([]))
+    )
+    httpserver.expect_request(f"/node-a{KS}", method="DELETE").respond_with_data("", status=503)
+    httpserver.expect_request(f"/node-b{KS}", method="POST").respond_with_handler(
+        spec_json("node-b", "POST", lambda _b: (200, {"data": [{"status": "imported"}] * 2}))
+    )
+    [failover] = run_failover(h, clock)  # fenced in epoch 100
+    assert failover.step.value == "awaiting"
+    for _ in range(4):  # epoch 100 completes; 101 live (restart); 102, 103 quiet
+        clock.advance(384)
+        h.responder.step()
+    assert asked == [101, 102, 103]
+    f = h.store.get_failover(failover.id)
+    assert f.step.value == "done", f
+    assert "not live for 2 epochs" in f.data["handoff_waived"]
+
+
+def test_dry_run_sends_only_gets_and_redacts(
+    eth_dry_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Dry-run: GETs run, DELETE and POST are recorded with redacted bodies and not sent."""
+    httpserver.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", lambda _b: listing([]))
+    )
+    dry = eth_dry_harness()
+    [failover] = run_failover(dry, clock)
+    assert failover.step.value == "done" and failover.dry_run
+    assert {r.method for r, _ in httpserver.log} == {"GET"}
+    would = [e for e in dry.events() if e["kind"] == "would_call"]
+    bodies = {e["data"]["action"]: e["data"]["request"]["json"] for e in would}
+    assert bodies["fence"] == {"pubkeys": KEYS}
+    assert bodies["activate"]["passwords"] == ["***", "***"] and bodies["activate"][
+        "keystores"
+    ] == ["***", "***"]
+    dump = json.dumps(dry.events()) + json.dumps(
+        [j.to_json() for j in dry.store.journal(failover.id)]
+    )
+    assert "hunter0-secret" not in dump and "crypto" not in dump
