@@ -14,7 +14,14 @@ from typing import Any
 
 import requests
 
-from .config import ConfigError, check_driver_files, load_config, load_secrets, read_secret
+from .config import (
+    ConfigError,
+    check_driver_files,
+    load_config,
+    load_secrets,
+    permission_warnings,
+    read_secret,
+)
 from .service import iso
 
 DEFAULT_URL = "http://127.0.0.1:9095"
@@ -35,6 +42,8 @@ def _check_config(path: str) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    for warning in permission_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     pairs = ", ".join(f"{p.name} ({len(p.nodes)} nodes)" for p in config.pairs)
     mode = " [dry-run]" if config.dry_run else ""
     auth = " [auth: none - lab only]" if config.auth == "none" else ""

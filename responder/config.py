@@ -156,7 +156,7 @@ class KeymanagerDriverConfig(_Frozen):
 
     type: Literal["ethereum-keymanager"]
     url: str
-    token_file: ConfigPath
+    token_file: ConfigPath | None = None  # every client but Web3Signer requires one
     mode: Literal["local", "remote"] = "local"
     tls: TlsConfig = TlsConfig()
     connect_timeout: Duration = 2.0
@@ -291,6 +291,8 @@ class EthereumConfig(_Frozen):
         if self.without_history == "liveness" and self.liveness is None:
             raise ValueError("without_history: liveness needs a `liveness` section")
         keyed = {k.pubkey.lower() for k in self.keystores}
+        if len(keyed) != len(self.keystores):
+            raise ValueError("keystores: one entry per pubkey (a pubkey is listed twice)")
         extra = keyed - set(self.pubkeys)
         if extra:
             raise ValueError(f"keystores for pubkeys not in `pubkeys`: {', '.join(sorted(extra))}")

@@ -17,7 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from .app import create_app
 from .clock import SystemClock
-from .config import ConfigError, check_driver_files, load_config, load_secrets
+from .config import (
+    ConfigError,
+    check_driver_files,
+    load_config,
+    load_secrets,
+    permission_warnings,
+)
 from .drivers import build_nodes
 from .logs import setup_logging
 from .runner import Runner
@@ -39,6 +45,8 @@ def app_from_env() -> Flask:
     except ConfigError as exc:
         sys.exit(f"invalid config {path}:\n{exc}")
     setup_logging(config.log_level)
+    for warning in permission_warnings(config):
+        log.warning(warning)
     if secrets.webhook is None:
         log.warning(
             "auth: none - the webhook and the control API accept unauthenticated requests; "

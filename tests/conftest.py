@@ -83,6 +83,7 @@ def write_config(directory: Path, data: dict[str, Any]) -> Path:
         ("node-token", NODE_TOKEN),
     ):
         (secrets / name).write_text(value + "\n")
+        (secrets / name).chmod(0o600)
     path = directory / "responder.yml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -53,6 +53,7 @@ def with_secrets(directory: Path, *, skip: str = "", empty: str = "") -> None:
         if name == skip:
             continue
         (secrets / name).write_text("" if name == empty else f"{name}-value\n")
+        (secrets / name).chmod(0o600)
 
 
 def example_dir(tmp_path: Path, data: dict[str, Any] | None = None, **secrets: str) -> Path:
@@ -706,3 +707,16 @@ def test_default_state_dir_is_beside_the_config_file(tmp_path, monkeypatch) -> N
     monkeypatch.chdir(tmp_path)
     config = load_config(path)
     assert config.state_dir == tmp_path / "etc" / "var"
+
+
+def test_check_config_warns_about_secret_files_others_can_read(tmp_path, capsys) -> None:
+    """A token file readable by group/others is a warning naming it; 0600 is quiet; neither fails."""
+    path = write_config(tmp_path, base_config(lambda n: f"http://127.0.0.1:1/{n}"))
+    for token in (tmp_path / "secrets").iterdir():
+        token.chmod(0o600)
+    assert main(["check-config", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    (tmp_path / "secrets" / "node-token").chmod(0o644)
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "pairs[0].nodes[0].driver.token_file" in err and "chmod 600" in err

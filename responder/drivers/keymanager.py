@@ -59,11 +59,13 @@ class KeymanagerDriver:
 
     def _request(self, method: str, body: Any = None) -> Any:
         url = self.config.url + self._path
-        try:
-            token = read_secret(self.config.token_file, f"{self.node} driver.token_file").value
-        except ConfigError as exc:
-            raise DriverError(str(exc)) from None
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if self.config.token_file is not None:
+            try:
+                token = read_secret(self.config.token_file, f"{self.node} driver.token_file").value
+            except ConfigError as exc:
+                raise DriverError(str(exc)) from None
+            headers["Authorization"] = f"Bearer {token}"
         try:
             resp = self._session.request(
                 method,
