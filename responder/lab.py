@@ -179,6 +179,13 @@ class LabSettings:
     slot_seconds: float = 1.0
     workers: int = 2
     rules: tuple[str, ...] = ("ethereum.yml", "node.yml")
+    ethereum: bool = False  # keymanager driver and simulated keys instead of the http agent
+    slots_per_epoch: int = 4
+    failover_lease: str = "5s"
+
+
+GENESIS_ROOT = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
+PUBKEYS = ("0x" + "a1" * 48, "0x" + "b2" * 48)
 
 
 @dataclass
@@ -221,6 +228,13 @@ class Lab:
                 "--token-file", str(self.workdir / "secrets" / "node-token"),
                 "--slot-seconds", str(self.settings.slot_seconds),
             ] + (["--signing"] if i == 0 else [])  # fmt: skip
+            if self.settings.ethereum:
+                argv += [
+                    "--keymanager", "local",
+                    "--genesis-validators-root", GENESIS_ROOT,
+                    "--pubkeys", ",".join(PUBKEYS),
+                    "--slots-per-epoch", str(self.settings.slots_per_epoch),
+                ]  # fmt: skip
             self._start(node, argv, self.url(node) + "/sim/state")
         self._write_responder_config()
         self._start(
@@ -299,7 +313,7 @@ class Lab:
             "dry_run": self.settings.dry_run,
             "state_dir": "./state",
             "poll_interval": "0.2s",
-            "failover_lease": "5s",
+            "failover_lease": self.settings.failover_lease,
             "auth": {
                 "webhook_token_file": "./secrets/webhook-token",
                 "operator_token_file": "./secrets/operator-token",
@@ -312,7 +326,7 @@ class Lab:
                             "name": node,
                             "match": {"node": node},
                             "driver": {
-                                "type": "http",
+                                "type": "ethereum-keymanager" if self.settings.ethereum else "http",
                                 "url": self.url(node),
                                 "token_file": "./secrets/node-token",
                                 "timeout": "3s",
@@ -320,6 +334,7 @@ class Lab:
                         }
                         for node in NODES
                     ],
+                    **({"ethereum": self._ethereum_section()} if self.settings.ethereum else {}),
                     "policy": {
                         "triggers": ["ValidatorClientDown", "BeaconNodeStalled"],
                         "hold": self.settings.hold,
@@ -332,6 +347,36 @@ class Lab:
             ],
         }
         (self.workdir / "responder.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _ethereum_section(self) -> dict[str, Any]:
+        """Keystore and password files for the simulated keys (the sim does not decrypt)."""
+        keys = self.workdir / "keys"
+        keys.mkdir(exist_ok=True)
+        keystores = []
+        for i, pubkey in enumerate(PUBKEYS):
+            keystore = keys / f"keystore-{i}.json"
+            keystore.write_text(
+                json.dumps(
+                    {
+                        "version": 4,
+                        "pubkey": pubkey[2:],
+                        "path": f"m/12381/3600/{i}/0/0",
+                        "crypto": {"kdf": {}, "checksum": {}, "cipher": {}},
+                    }
+                )
+            )
+            password = keys / f"password-{i}.txt"
+            password.write_text(secrets.token_urlsafe(16) + "\n")
+            for path in (keystore, password):
+                path.chmod(0o600)
+            keystores.append(
+                {"pubkey": pubkey, "keystore_file": str(keystore), "password_file": str(password)}
+            )
+        return {
+            "genesis_validators_root": GENESIS_ROOT,
+            "pubkeys": list(PUBKEYS),
+            "keystores": keystores,
+        }
 
     def _write_alertmanager_config(self) -> None:
         s = self.settings

@@ -22,6 +22,7 @@ from werkzeug.test import Client
 from responder.sim import FAULTS, Sim, SimApp, overlaps
 
 TOKEN = "sim-test-token"
+NO_KM_CALLS = {"km_get": 0, "km_delete": 0, "km_post": 0}
 
 
 def free_port() -> int:
@@ -53,8 +54,9 @@ class SimProc:
         data: dict[str, Any] = resp.json()
         return data
 
-    def fault(self, name: str) -> requests.Response:
-        return requests.post(self.url + "/sim/faults", json={"fault": name}, timeout=5)
+    def fault(self, name: str, pubkey: str | None = None) -> requests.Response:
+        body = {"fault": name} | ({"pubkey": pubkey} if pubkey else {})
+        return requests.post(self.url + "/sim/faults", json=body, timeout=5)
 
     def clear(self, name: str | None = None) -> requests.Response:
         path = "/sim/faults" + (f"/{name}" if name else "")
@@ -68,8 +70,8 @@ class SimProc:
         return requests.request(method, self.url + path, headers=headers, **kw)
 
 
-@pytest.fixture
-def start_sim(tmp_path: Path) -> Iterator[Callable[..., SimProc]]:
+@contextlib.contextmanager
+def running_sims(tmp_path: Path) -> Iterator[Callable[..., SimProc]]:
     """Start `python -m responder.sim` subprocesses; every one is terminated and reaped."""
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -105,15 +107,24 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., SimProc]]:
         wait_until(ready, f"{line!r}", timeout=15)
         return SimProc(proc, f"http://127.0.0.1:{port}", log)
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., SimProc]]:
+    """Start `python -m responder.sim` subprocesses; every one is terminated and reaped."""
+    with running_sims(tmp_path) as start:
+        yield start
 
 
 def _token(tmp_path: Path) -> Path:
@@ -232,7 +243,7 @@ def test_fenced_node_never_resumes(start_sim: Callable[..., SimProc]) -> None:
     state = sim.state()
     assert (state["enabled"], state["signing"], state["faults"]) == (False, False, [])
     assert all(end is not None for _, end in state["signing_intervals"])
-    assert state["calls"] == {"status": 0, "fence": 1, "activate": 0}
+    assert state["calls"] == {"status": 0, "fence": 1, "activate": 0} | NO_KM_CALLS
     assert sim.agent("GET", "/status").json() == {"healthy": True, "signing": False}
 
 
@@ -327,7 +338,7 @@ def test_crash_hangs_everything_but_sim_api(
     assert requests.get(sim.url + "/metrics", timeout=5).status_code == 503
     state = sim.state()
     assert (state["enabled"], state["signing"]) == (True, False)
-    assert state["calls"] == {"status": 0, "fence": 0, "activate": 0}
+    assert state["calls"] == {"status": 0, "fence": 0, "activate": 0} | NO_KM_CALLS
     sim.clear("crash")
     assert sim.agent("GET", "/status", token=TOKEN).json() == {"healthy": True, "signing": True}
 
@@ -352,7 +363,7 @@ def test_token_required(start_sim: Callable[..., SimProc], tmp_path: Path) -> No
     for method, path in (("GET", "/status"), ("POST", "/fence"), ("POST", "/activate")):
         assert sim.agent(method, path).status_code == 401
         assert sim.agent(method, path, token="wrong").status_code == 403
-    assert sim.state()["calls"] == {"status": 0, "fence": 0, "activate": 0}
+    assert sim.state()["calls"] == {"status": 0, "fence": 0, "activate": 0} | NO_KM_CALLS
     assert sim.state()["signing"] is True
     resp = sim.agent("GET", "/status", token=TOKEN)
     assert (resp.status_code, resp.json()) == (200, {"healthy": True, "signing": True})
