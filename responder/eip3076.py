@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_ROOT = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_PUBKEY = re.compile(r"^0x[0-9a-fA-F]{96}$")
-_UINT = re.compile(r"^(0|[1-9][0-9]*)$")
+_ROOT = re.compile(r"^0x[0-9a-fA-F]{64}\Z")
+_PUBKEY = re.compile(r"^0x[0-9a-fA-F]{96}\Z")
+_UINT = re.compile(r"^(0|[1-9][0-9]{0,19})\Z")  # at most 20 digits, then checked <= 2**64-1
 _UINT64_MAX = 2**64 - 1
 
 
@@ -122,7 +122,7 @@ def _block(raw: Any, where: str) -> SignedBlock:
     return SignedBlock(
         slot=_uint(obj["slot"], f"{where}.slot"),
         signing_root=None if root is None else _root(root, f"{where}.signing_root"),
-        extra=_extra(obj, ("slot", "signing_root")),
+        extra=_extra(obj, ("slot",) if root is None else ("slot", "signing_root")),
     )
 
 
@@ -136,7 +136,9 @@ def _attestation(raw: Any, where: str) -> SignedAttestation:
         source_epoch=_uint(obj["source_epoch"], f"{where}.source_epoch"),
         target_epoch=_uint(obj["target_epoch"], f"{where}.target_epoch"),
         signing_root=None if root is None else _root(root, f"{where}.signing_root"),
-        extra=_extra(obj, ("source_epoch", "target_epoch", "signing_root")),
+        extra=_extra(
+            obj, ("source_epoch", "target_epoch", *(() if root is None else ("signing_root",)))
+        ),
     )
 
 
@@ -145,10 +147,11 @@ def _history(raw: Any, where: str) -> ValidatorHistory:
     pubkey = obj.get("pubkey")
     if not isinstance(pubkey, str) or not _PUBKEY.match(pubkey):
         raise InterchangeError(f"{where}.pubkey: expected 0x-prefixed 48-byte hex, got {pubkey!r}")
-    blocks = _list(obj.get("signed_blocks", []), f"{where}.signed_blocks")
-    atts = _list(obj.get("signed_attestations", []), f"{where}.signed_attestations")
-    if "signed_blocks" not in obj or "signed_attestations" not in obj:
-        raise InterchangeError(f"{where}: signed_blocks and signed_attestations are required")
+    for key in ("signed_blocks", "signed_attestations"):
+        if key not in obj:
+            raise InterchangeError(f"{where}.{key}: missing")
+    blocks = _list(obj["signed_blocks"], f"{where}.signed_blocks")
+    atts = _list(obj["signed_attestations"], f"{where}.signed_attestations")
     return ValidatorHistory(
         pubkey=pubkey,
         signed_blocks=tuple(_block(b, f"{where}.signed_blocks[{i}]") for i, b in enumerate(blocks)),
@@ -159,11 +162,15 @@ def _history(raw: Any, where: str) -> ValidatorHistory:
     )
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_interchange(raw: str | Mapping[str, Any]) -> Interchange:
     """Parse a document given as JSON text (current spec) or as an object (older clients)."""
     if isinstance(raw, str):
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw, parse_constant=_not_json)
         except ValueError as exc:
             raise InterchangeError(f"not valid JSON: {exc}") from None
     else:

@@ -87,6 +87,10 @@ class Proc:
             time.sleep(0.1)
         raise LabError(f"{self.name} not ready after {timeout:g}s:\n{self.tail()}")
 
+    def stop_hard(self) -> None:
+        """SIGKILL the whole process group: a crash, not a shutdown."""
+        self.stop(signal.SIGKILL)
+
     def tail(self, chars: int = 3000) -> str:
         try:
             return self.log.read_text(errors="replace")[-chars:]
@@ -287,6 +291,11 @@ class Lab:
     ) -> None:
         proc = Proc(name, argv, self.workdir / f"{name}.log", ready, env)
         self.procs.append(proc)
+        proc.start()
+
+    def restart(self, name: str) -> None:
+        """Start a stopped component again with the same command line, ports and state."""
+        proc = self.proc(name)
         proc.start()
 
     def proc(self, name: str) -> Proc:

@@ -56,6 +56,7 @@ FAULTS: tuple[str, ...] = (
     "km_key_error",
     "km_500",
     "km_slow",
+    "km_slow_writes",
     "km_quirk_not_found",
     "km_quirk_camel",
     "km_quirk_object",
@@ -732,10 +733,17 @@ class SimApp:
         if (refused := self._auth(request, call, field="message")) is not None:
             return refused
         with sim.cond:
-            slow = "km_slow" in sim.faults
-        if slow:
+            slow = next(
+                (
+                    f
+                    for f in ("km_slow", "km_slow_writes")
+                    if f in sim.faults and (f == "km_slow" or call != "km_get")
+                ),
+                None,
+            )
+        if slow is not None:  # km_slow_writes holds DELETE and POST, not the GET listing
             log.info("%s %s: slow", sim.name, call)
-            sim.hang("km_slow")
+            sim.hang(slow)
         with sim.cond:
             if sim.stopping:
                 return _error("shutting down", 503)

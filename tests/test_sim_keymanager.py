@@ -511,6 +511,17 @@ def test_km_slow_holds_until_cleared(start: Callable[..., SimProc]) -> None:
     assert sim.state()["signing"] is False
 
 
+def test_km_slow_writes_holds_only_delete_and_post(start: Callable[..., SimProc]) -> None:
+    """km_slow_writes leaves the GET listing fast and holds a DELETE until cleared."""
+    sim = start("local", (K1,), "--hang-seconds", "30")
+    sim.fault("km_slow_writes")
+    assert km(sim, "GET")["data"][0]["validating_pubkey"] == K1
+    with pytest.raises(requests.ReadTimeout):
+        sim.agent("DELETE", "/eth/v1/keystores", json={"pubkeys": [K1]}, timeout=0.3)
+    sim.clear("km_slow_writes")
+    wait_until(lambda: sim.state()["signing"] is False, "the held DELETE to complete")
+
+
 def test_km_slow_gives_up_after_hang_seconds(start: Callable[..., SimProc]) -> None:
     """Uncleared, km_slow answers normally after --hang-seconds."""
     sim = start("local", (K1,), "--hang-seconds", "0.3")
