@@ -1,10 +1,12 @@
 """`make demo`: the whole loop once, on loopback, narrated.
 
-Starts two simulated validator nodes, real Prometheus and Alertmanager with the shipped rules
-and routing, and the responder under gunicorn (SQLite state). Then it stops the primary's
-validator client, prints what happens as it happens, the per-stage timing, the final
-`responder status`, and stops everything it started. Exit status 0 means the standby took over
-after the primary was fenced and the two never signed at the same time.
+Starts two simulated Ethereum validator nodes (Keymanager API, two validator keys), real
+Prometheus and Alertmanager with the shipped rules and routing, and the responder under
+gunicorn (SQLite state) with the `ethereum-keymanager` driver. Then it stops the primary's
+validator client, prints what happens as it happens, the per-stage timing, where the keys and
+their slashing-protection history went, the final `responder status`, and stops everything it
+started. Exit status 0 means the standby took over the keys after the primary was fenced, with
+the primary's history, and the two never signed at the same time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from .lab import Lab, LabError, LabSettings
 from .sim import overlaps
 
 SETTINGS = LabSettings(
-    rule_for="5s", hold="5s", scrape_interval="1s", group_wait="1s", group_interval="2s"
+    rule_for="5s",
+    hold="5s",
+    scrape_interval="1s",
+    group_wait="1s",
+    group_interval="2s",
+    ethereum=True,
+    slot_seconds=0.5,
+    slots_per_epoch=4,
 )
 
 
@@ -26,8 +35,24 @@ def _clock(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
+def _keys(lab: Lab) -> str:
+    """Where each validator key is loaded, and how far each node's history reaches."""
+    lines = []
+    for node in ("node-a", "node-b"):
+        keys = lab.sim(node)["keys"]
+        for pubkey, key in sorted(keys.items()):
+            lines.append(
+                f"  {node}  key {pubkey[:10]}…  loaded={key['loaded']!s:<5}  "
+                f"last attested target epoch={key['max_target_epoch']}"
+            )
+    return "validator keys:\n" + "\n".join(lines)
+
+
 def run() -> int:
-    print("responder demo: two simulated validator nodes, Prometheus, Alertmanager, responder")
+    print(
+        "responder demo: two simulated Ethereum validator nodes (Keymanager API), "
+        "Prometheus, Alertmanager, responder"
+    )
     print(
         f"timers: scrape 1s, rule for: {SETTINGS.rule_for}, group_wait {SETTINGS.group_wait}, "
         f"responder hold {SETTINGS.hold} (production: see alerting/README.md)\n"
@@ -37,7 +62,13 @@ def run() -> int:
             print(f"  started {proc.name:<13} {lab.url(proc.name)}")
         print("\nwaiting for Prometheus to scrape every target ...")
         lab.wait_until_watching()
+        lab.wait_for(
+            "the primary to sign a few epochs",
+            lambda: all(k["attestations"] >= 2 for k in lab.sim("node-a")["keys"].values()),
+            timeout=30,
+        )
         print(format_status([lab.pair()]) + "\n")
+        print(_keys(lab) + "\n")
 
         injected = lab.inject("node-a", "vc_down")
         print(f"{_clock(injected)}  FAULT: validator client on node-a (the primary) stops\n")
@@ -53,6 +84,8 @@ def run() -> int:
                 print(
                     f"{_clock(event['ts'])}  +{event['ts'] - injected:5.2f}s  {event['kind']}: {event['reason']}"
                 )
+                if event["data"].get("detail"):  # what the node answered, e.g. the DELETE
+                    print(f"{'':24}{event['data']['detail']}")
 
         def done() -> bool:
             show_events()
@@ -80,6 +113,16 @@ def run() -> int:
 
         lab.wait_for("the alert on node-a to resolve", resolved, timeout=60)
         print()
+        lab.wait_for(
+            "the standby to sign past the primary's history",
+            lambda: all(
+                (lab.sim("node-b")["keys"][k]["max_target_epoch"] or -1)
+                > (lab.sim("node-a")["keys"][k]["max_target_epoch"] or -1)
+                for k in lab.sim("node-a")["keys"]
+            ),
+            timeout=60,
+        )
+        print(_keys(lab) + "\n")
         a, b = lab.sim("node-a"), lab.sim("node-b")
         print("responder status:")
         print(format_status([lab.pair()]) + "\n")

@@ -18,7 +18,7 @@ def _lab_processes() -> list[str]:
 
 
 def test_demo_runs_the_loop_and_cleans_up() -> None:
-    """The demo fails over, narrates each stage, prints status, exits 0, and stops everything."""
+    """The demo moves the keys with their history, narrates each stage, prints status, exits 0, stops everything."""
     before = _lab_processes()
     proc = subprocess.run(
         [sys.executable, "-m", "responder.demo"],
@@ -39,6 +39,8 @@ def test_demo_runs_the_loop_and_cleans_up() -> None:
         "mainnet-a  armed  node-b  node-a:fenced node-b:active",
         "ValidatorClientDown resolved on node-a",
         "signing intervals overlapping: 0",
+        "2 deleted; history for 2 keys verified",
+        "node-b  key 0xa1a1a1a1…  loaded=True",
         "all processes stopped",
     ):
         assert needle in out, f"{needle!r} missing from:\n{out}"
