@@ -191,6 +191,11 @@ def test_fence_hands_exact_history_to_activation(
     assert h.roles() == {"node-a": "fenced", "node-b": "active"}
     # the history was persisted with the fence, before activation
     assert h.store.get_failover(failover.id).data["handoff"]["slashing_protection"] == text
+    # passwords, keystores and tokens appear nowhere in the events, journal or metrics
+    trail = json.dumps(h.events()) + json.dumps([j.to_json() for j in h.store.journal(failover.id)])
+    trail += h.client.get("/metrics").get_data(as_text=True)
+    for secret in ("hunter0-secret", "hunter1-secret", '"crypto"', "node-secret-token"):
+        assert secret not in trail
 
 
 @pytest.mark.parametrize(
