@@ -86,6 +86,13 @@ FrozenStrMap = Annotated[Mapping[str, str], AfterValidator(_freeze)]
 FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze)]
 
 
+def _check_url(value: str) -> str:
+    """An http(s) base URL, without a trailing slash (paths are appended to it)."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -111,9 +118,7 @@ class HttpDriverConfig(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return _check_url(value)
 
 
 class CommandDriverConfig(_Frozen):
@@ -136,12 +141,6 @@ class CommandDriverConfig(_Frozen):
 
 HEX_ROOT = r"^0x[0-9a-fA-F]{64}$"
 HEX_PUBKEY = r"^0x[0-9a-fA-F]{96}$"
-
-
-def _check_url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
 
 
 class TlsConfig(_Frozen):

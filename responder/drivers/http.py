@@ -22,8 +22,12 @@ def _headers(token_file: Path | None, what: str) -> dict[str, str]:
     return headers
 
 
-def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: ("Bearer ***" if k == "Authorization" else v) for k, v in headers.items()}
+def _planned_headers(token_file: Path | None) -> dict[str, str]:
+    """The headers a request would carry, with the token shown as ***."""
+    headers = {"Content-Type": "application/json", "User-Agent": "responder"}
+    if token_file is not None:
+        headers["Authorization"] = "Bearer ***"
+    return headers
 
 
 def _send(
@@ -125,9 +129,7 @@ class HttpDriver:
 
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
-        headers = _redacted(
-            _headers(None, "") | ({"Authorization": "x"} if self.config.token_file else {})
-        )
+        headers = _planned_headers(self.config.token_file)
         return PlannedCall(
             description=f"POST {url}",
             request={"method": "POST", "url": url, "headers": headers, "json": self._body(ctx)},
@@ -179,7 +181,7 @@ class HttpFencer:
 
     def plan(self, ctx: ActionContext) -> PlannedCall:
         cfg = self.config
-        headers = _redacted(_headers(None, "") | ({"Authorization": "x"} if cfg.token_file else {}))
+        headers = _planned_headers(cfg.token_file)
         return PlannedCall(
             description=f"{cfg.method} {cfg.url}",
             request={
