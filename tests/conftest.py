@@ -92,7 +92,7 @@ def write_config(directory: Path, data: dict[str, Any]) -> Path:
 class Harness:
     """The real app and service on a real store, driven by a manual clock."""
 
-    def __init__(self, config: Config, clock: ManualClock) -> None:
+    def __init__(self, config: Config, clock: ManualClock, owner: str = "local") -> None:
         self.config = config
         self.clock = clock
         self.store = SqliteStore(config.db_path)
@@ -104,6 +104,7 @@ class Harness:
             registry=self.registry,
             clock=clock,
             secrets=load_secrets(config),
+            owner=owner,
         )
         self.client: FlaskClient = self.app.test_client()
         self.responder: Responder = self.app.extensions["responder"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,71 @@ def test_dry_run_sends_only_gets_and_redacts(
         [j.to_json() for j in dry.store.journal(failover.id)]
     )
     assert "hunter0-secret" not in dump and "crypto" not in dump
+
+
+def test_restarted_responder_activates_with_the_persisted_history(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A second process resuming after the fence POSTs the history it finds in the store, without a second DELETE."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)  # one request may hang
+    server.start()
+    try:
+        nodes = keymanager_nodes(server)
+        for node in nodes:
+            node["driver"]["timeout"] = "30s"
+        data = base_config(
+            lambda n: "unused", nodes=nodes, pair={"ethereum": ethereum_section(tmp_path)}
+        )
+        config = load_config(write_config(tmp_path, data))
+        text = json.dumps(history(), indent=2)
+        posted: list[str] = []
+        arrived, release = threading.Event(), threading.Event()
+
+        def post(request: Request) -> Response:
+            posted.append(json.loads(request.get_data())["slashing_protection"])
+            if len(posted) == 1:  # the first responder dies while this request is in flight
+                arrived.set()
+                release.wait(20)
+            return Response(
+                json.dumps({"data": [{"status": "imported"}] * 2}), mimetype="application/json"
+            )
+
+        server.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
+            spec_json("node-b", "GET", lambda _b: listing([]))
+        )
+        server.expect_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+            spec_json("node-a", "DELETE", deleted(hist=text))
+        )
+        server.expect_request(f"/node-b{KS}", method="POST").respond_with_handler(post)
+
+        first = Harness(config, clock, owner="first")
+        first.post_alert(notification(alert()))
+        first.responder.step()
+        clock.advance(21)
+        errors: list[BaseException] = []
+
+        def run_first() -> None:
+            try:
+                first.responder.step()
+            except BaseException as exc:  # the dead owner's late write must be refused
+                errors.append(exc)
+
+        thread = threading.Thread(target=run_first, daemon=True)
+        thread.start()
+        assert arrived.wait(10)
+        assert first.store.get_failover("mainnet-a-1").step.value == "activating"
+        clock.advance(config.failover_lease + 1)  # the first owner's lease runs out
+        second = Harness(config, clock, owner="second")
+        [failover] = second.responder.step()
+        release.set()
+        thread.join(10)
+
+        assert failover.step.value == "done"
+        assert posted == [text, text]  # the second process got the history from the store
+        assert sum(1 for r, _ in server.log if r.method == "DELETE") == 1
+        assert [type(e).__name__ for e in errors] == ["LeaseLost"]
+        first.store.close()
+        second.store.close()
+    finally:
+        server.clear()
+        server.stop()
