@@ -223,7 +223,8 @@ class Responder:
 
     def step(self) -> list[Failover]:
         """One full synchronous pass: deliveries, deadlines, failovers."""
-        self.process_notifications()
+        while self.process_notifications() > 0:
+            pass
         self.tick()
         return self.run_failovers()
 
