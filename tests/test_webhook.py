@@ -167,3 +167,17 @@ def test_healthz_and_metrics(make_harness) -> None:
     assert 'responder_pair_state{pair="mainnet-a",phase="armed"} 1.0' in text
     assert 'responder_dry_run{pair="mainnet-a"} 0.0' in text
     assert 'responder_node_role{node="node-a",pair="mainnet-a",role="active"} 1.0' in text
+
+
+def test_a_burst_of_deliveries_is_processed_in_one_pass(make_harness) -> None:
+    """More deliveries than one processing batch are all handled in the same pass, in order."""
+    h = make_harness()
+    for i in range(45):
+        assert (
+            h.post_alert(notification(alert(fingerprint=f"burst-{i}", node="node-b"))).status_code
+            == 200
+        )
+    h.responder.step()
+    assert h.store.pending_notifications() == 0
+    [node_b] = [n for n in h.pair()["nodes"] if n["name"] == "node-b"]
+    assert node_b["firing"] == ["ValidatorClientDown"]
