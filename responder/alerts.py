@@ -7,11 +7,39 @@ responder relies on are rejected with a message naming the field.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)"
+)
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2199  # an alert outside these years cannot be right
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
+
+
+def check_timestamp(value: str, *, allow_zero: bool = False) -> str:
+    """An RFC 3339 timestamp that is a real instant between 2000 and 2199, or ValueError."""
+    if allow_zero and value == GO_ZERO_TIME:
+        return value
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-11-25T18:28:07Z)")
+    zone = m.group(8).upper()
+    try:
+        y, mo, d, h, mi, sec = (int(m.group(i)) for i in range(1, 7))
+        datetime(y, mo, d, h, mi, sec)
+        if zone != "Z" and (int(zone[1:3]) > 23 or int(zone[4:6]) > 59):
+            raise ValueError("bad offset")
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real date and time") from None
+    if not EARLIEST_YEAR <= int(m.group(1)) <= LATEST_YEAR:
+        raise ValueError(f"{value!r} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
+    return value
 
 
 class PayloadError(ValueError):
@@ -28,6 +56,16 @@ class _AlertModel(BaseModel):
     endsAt: str = ""
     generatorURL: str = ""
     fingerprint: str = Field(min_length=1)
+
+    @field_validator("startsAt")
+    @classmethod
+    def _starts(cls, value: str) -> str:
+        return check_timestamp(value)
+
+    @field_validator("endsAt")
+    @classmethod
+    def _ends(cls, value: str) -> str:
+        return check_timestamp(value, allow_zero=True) if value else value
 
 
 class _NotificationModel(BaseModel):

@@ -202,6 +202,16 @@ def create_app(
     def confirm(pair: str) -> Response:
         return control(pair, lambda by: responder.confirm(pair, by))
 
+    @app.post("/api/v1/pairs/<pair>/adopt")
+    def adopt(pair: str) -> Response:
+        if (denied := operator_guard()) is not None:
+            return denied
+        body = request.get_json(silent=True)
+        node = body.get("node") if isinstance(body, dict) else None
+        if not isinstance(node, str) or not node:
+            return _error(400, 'body must be {"node": "<node name>"}')
+        return control(pair, lambda by: responder.adopt(pair, node, by))
+
     @app.post("/api/v1/pairs/<pair>/nodes/<node>/unfence")
     def unfence(pair: str, node: str) -> Response:
         return control(pair, lambda by: responder.unfence(pair, node, by))

@@ -22,12 +22,24 @@ from .config import (
     permission_warnings,
     read_secret,
 )
+from .policy import config_drift
 from .service import iso
+from .sqlite_store import inspect_states
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 
 
-def _check_config(path: str) -> int:
+def _drift(config_path: str, state_dir: str | None) -> list[str]:
+    """What the config would hold against an existing state dir (empty when there is none)."""
+    config = load_config(config_path)
+    db = Path(state_dir) / config.db_path.name if state_dir else config.db_path
+    if not db.exists():
+        return []
+    states, unfinished = inspect_states(db)
+    return config_drift(states, unfinished, config.pairs)
+
+
+def _check_config(path: str, state_dir: str | None = None) -> int:
     try:
         config = load_config(path)
         load_secrets(config)
@@ -47,6 +59,12 @@ def _check_config(path: str) -> int:
     pairs = ", ".join(f"{p.name} ({len(p.nodes)} nodes)" for p in config.pairs)
     mode = " [dry-run]" if config.dry_run else ""
     auth = " [auth: none - lab only]" if config.auth == "none" else ""
+    drift = _drift(path, state_dir)
+    if drift:
+        print(f"{path}: valid{mode}{auth}: {pairs}; against the stored state it would hold:")
+        for line in drift:
+            print(f"  {line}")
+        return 3
     print(f"{path}: ok{mode}{auth}: {pairs}")
     return 0
 
@@ -111,21 +129,54 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _observed(node: dict[str, Any]) -> str:
+    seen = node.get("observed")
+    if node.get("may_be_signing"):
+        return "MAY BE SIGNING"
+    if seen is None:
+        return "not observed yet"
+    return f"{seen['says']} ({seen['age_seconds']:g}s ago)"
+
+
 def format_status(pairs: list[dict[str, Any]]) -> str:
-    rows = [["PAIR", "PHASE", "ACTIVE", "NODES", "MODE"]]
+    rows = [["PAIR", "PHASE", "ACTIVE", "CONSISTENCY", "MODE"]]
+    node_rows = [["PAIR", "NODE", "BELIEVED", "OBSERVED", "FIRING"]]
     details = []
     for p in pairs:
-        nodes = " ".join(
-            f"{n['name']}:{n['role']}"
-            + (f"(firing {','.join(n['firing'])})" if n["firing"] else "")
-            for n in p["nodes"]
-        )
         mode = (
-            ",".join(m for m, on in (("paused", p["paused"]), ("dry-run", p["dry_run"])) if on)
+            ",".join(
+                m for m, on in (("paused", p.get("paused")), ("dry-run", p.get("dry_run"))) if on
+            )
             or "-"
         )
-        rows.append([p["name"], p["phase"], p["active_node"] or "(none)", nodes, mode])
-        details.append(f"{p['name']}: {p['reason']} (at {p['reason_at']})")
+        rows.append(
+            [
+                p["name"],
+                p["phase"],
+                p["active_node"] or "(none)",
+                p.get("consistency", "-"),
+                mode,
+            ]
+        )
+        for n in p["nodes"]:
+            node_rows.append(
+                [p["name"], n["name"], n["role"], _observed(n), ",".join(n["firing"]) or "-"]
+            )
+        details.append(f"{p['name']}: {p['reason']} (at {p.get('reason_at')})")
+        details.append(f"  who signs (observed): {p['who_signs']}")
+        if p.get("held_reason"):
+            details.append(f"  HELD: {p['held_reason']}")
+        for n in p["nodes"]:
+            if n.get("may_be_signing"):
+                details.append(f"  UNKNOWN: {n['name']} {n['may_be_signing']}")
+        for fault in p.get("faults", []):
+            state = "QUARANTINED" if fault["quarantined"] else f"retry at {fault['next_retry']}"
+            details.append(
+                f"  {state}: {fault['source']} {fault['ref']} failed {fault['attempts']}x: "
+                f"{fault['error']}"
+            )
+        if p["phase"] == "unreadable":
+            continue
         if p["pending"] and p["pending"]["deadline"]:
             details.append(
                 f"  pending: failover at {p['pending']['deadline']} "
@@ -144,7 +195,7 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
             )
             if f["step"] == "awaiting":
                 details.append(f"  WAITING: {f['data'].get('waiting', '')}")
-    return _table(rows) + "\n\n" + "\n".join(details)
+    return _table(rows) + "\n\n" + _table(node_rows) + "\n\n" + "\n".join(details)
 
 
 def format_events(events: list[dict[str, Any]]) -> str:
@@ -186,6 +237,8 @@ def _control(args: argparse.Namespace) -> int:
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/failover", json={"target": args.to})
     elif cmd == "unfence":
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/nodes/{args.node}/unfence")
+    elif cmd == "adopt":
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/adopt", json={"node": args.node})
     else:
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/{cmd}")
     print(json.dumps(body, indent=2) if args.json else body["reason"])
@@ -201,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and its token files")
     check.add_argument("file", nargs="?")
     check.add_argument("--config", dest="config_opt")
+    check.add_argument(
+        "--state-dir",
+        help="compare against this state dir (default: the config's own, when it exists); "
+        "exit 3 when the config would hold pairs there",
+    )
 
     serve = sub.add_parser("serve", help="run the responder under gunicorn")
     serve.add_argument("--config", required=True)
@@ -230,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     unfence = sub.add_parser("unfence", parents=[client], help="return a repaired node to standby")
     unfence.add_argument("pair")
     unfence.add_argument("node")
+    adopt = sub.add_parser(
+        "adopt",
+        parents=[client],
+        help="record the node that really signs as active (probed: it must be the only signer)",
+    )
+    adopt.add_argument("pair")
+    adopt.add_argument("node", help="the node every probe shows signing")
     return parser
 
 
@@ -240,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path:
             print("check-config needs a file", file=sys.stderr)
             return 2
-        return _check_config(path)
+        return _check_config(path, args.state_dir)
     if args.command == "serve":
         return _serve(args)
     try:

@@ -122,10 +122,14 @@ class HttpDriverConfig(_Frozen):
 
 
 class CommandDriverConfig(_Frozen):
-    """Local commands (argv, no shell); exit status 0 confirms a step."""
+    """Local commands (argv, no shell); exit status 0 claims a step, `status` verifies it.
+
+    `status` is required: the responder never takes a command's exit status alone as proof
+    that a node stopped or started signing.
+    """
 
     type: Literal["command"]
-    status: tuple[str, ...] | None = None
+    status: tuple[str, ...]
     fence: tuple[str, ...]
     activate: tuple[str, ...]
     timeout: Duration = 30.0
@@ -304,10 +308,17 @@ class EthereumConfig(_Frozen):
         return None
 
 
+class ObserveConfig(_Frozen):
+    """The background read-only probe of every node of a pair."""
+
+    interval: Duration = Field(default=15.0, gt=0)
+
+
 class PairConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     nodes: tuple[NodeConfig, ...] = Field(min_length=2)
     policy: PolicyConfig
+    observe: ObserveConfig = ObserveConfig()
     dry_run: bool | None = None
     ethereum: EthereumConfig | None = None
 
@@ -445,6 +456,11 @@ def parse_config(data: Any, base_dir: Path) -> Config:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
+            if err["type"] == "missing" and loc.endswith("driver.status"):
+                msg = (
+                    'required: a command that prints {"signing": true|false}; every fence and '
+                    "activation is verified with it"
+                )
             problems.append(f"{loc}: {msg}")
         raise ConfigError(sorted(set(problems))) from None
 

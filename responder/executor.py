@@ -1,8 +1,10 @@
 """Carries out one failover, journaling each step before and after it runs.
 
 Order is the safety property: the target is probed, the source is fenced (levels in order
-until one confirms), and only then is the target activated. In dry-run every read-only probe
-runs and every mutating call is recorded as "would call" instead of sent.
+until one confirms and an independent read verifies it), every other node of the pair is probed
+silent, and only then is the target activated. A call that failed may still land: the node is
+then unknown until a "not signing" answer has held for its driver's settle time. In dry-run
+every read-only probe runs and every mutating call is recorded as "would call" instead of sent.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from .clock import Clock
+from .clock import Clock, Timebase
 from .config import Config
 from .drivers import ActionContext, DriverError, NodeHandle, PlannedCall
 from .failover import Failover, Step
 from .liveness import BeaconClient, liveness_step
 from .metrics import Metrics
+from .observation import NodeObservation
 from .policy import Event, FailoverEnded, NodeFenced, decide, reconcile
 from .state import PairState
 from .store import EventRecord, Store
@@ -27,6 +30,7 @@ log = logging.getLogger("responder.executor")
 
 T = TypeVar("T")
 FOREVER = 4102444800.0  # 2100-01-01: "until someone acts on it"
+SETTLE_LIMIT_FACTOR = 4.0  # a settle loop gives up (node unknown) after this many settle times
 
 
 def _guard(call: Callable[[], T]) -> T:
@@ -50,6 +54,7 @@ class Executor:
         clock: Clock,
         *,
         owner: str,
+        timebase: Timebase | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -57,6 +62,7 @@ class Executor:
         self.metrics = metrics
         self.clock = clock
         self.owner = owner
+        self.time = timebase or Timebase(clock, store.clock_anchor)
 
     # ---- journal --------------------------------------------------------------------------
 
@@ -85,6 +91,7 @@ class Executor:
         hands to the activation is durable before the step that needs it can start.
         """
         now = self.clock.now()
+        rt = self.time.now()
         new = f.advance(
             step,
             now,
@@ -98,8 +105,8 @@ class Executor:
             txn.update_failover(new, self.owner)
             txn.append_journal(f.id, now, step.value, "begin", detail)
             if pair_event is not None:
-                state = txn.load_pair(f.pair) or PairState.initial(pair, now)
-                decision = decide(reconcile(state, pair), pair_event, now, pair)
+                state = txn.load_pair(f.pair) or PairState.initial(pair, rt)
+                decision = decide(reconcile(state, pair), pair_event, rt, pair)
                 txn.save_pair(decision.state)
                 reason = decision.reason
             txn.add_event(
@@ -148,6 +155,9 @@ class Executor:
         resumed = f.step not in (Step.PLANNED, Step.AWAITING)
         if resumed:
             self._journal(f, "note", {"resumed_by": self.owner, "from_step": f.step.value})
+        missing = self._missing_nodes(f)
+        if missing:
+            return self._vanished(f, missing)
         if f.step is Step.PLANNED:
             f = self._probe(f)
         if f.step is Step.FENCING:
@@ -198,7 +208,7 @@ class Executor:
             wake = FOREVER
         else:
             waiting = f"{why}: activation of {f.target} waits until the chain shows the validators not live"
-            wake = self.clock.now()
+            wake = self.time.now()
         log.warning(waiting, extra={"pair": f.pair, "failover_id": f.id})
         return self._advance(
             f,
@@ -235,7 +245,7 @@ class Executor:
                 query=client.liveness,
             )
         except (DriverError, OSError) as exc:
-            retry = now + 30.0
+            retry = self.time.now() + 30.0
             self._wait(
                 f, data, {"liveness_error": str(exc)}, retry, f"liveness check failed: {exc}"
             )
@@ -249,8 +259,9 @@ class Executor:
                 {"target": f.target, "handoff_waived": waiver},
                 data_update={"handoff_waived": waiver, "liveness": step.progress},
             )
-        self._wait(f, data, step.progress, step.wake_at, step.note)
-        return replace(f, data=data, wake_at=step.wake_at)
+        wake = self.time.from_wall(step.wake_at)  # an epoch boundary, on the wall clock
+        self._wait(f, data, step.progress, wake, step.note)
+        return replace(f, data=data, wake_at=wake)
 
     def _wait(
         self,
@@ -279,6 +290,7 @@ class Executor:
             activated=activated,
             dry_run=f.dry_run,
             fenced_nodes=tuple(kw.pop("fenced_nodes", ())),
+            unknown_nodes=dict(kw.pop("unknown_nodes", {})),
         )
         level = logging.INFO if step is Step.DONE else logging.ERROR
         log.log(
@@ -292,27 +304,157 @@ class Executor:
             f, step, {"reason": reason, **kw}, pair_event=event, outcome_reason=reason
         )
 
-    def _probe(self, f: Failover) -> Failover:
-        handle = self.nodes[(f.pair, f.target)]
-        self._journal(f, "begin", {"probe": f.target})
-        started = time.perf_counter()
+    # ---- observing -------------------------------------------------------------------------
+
+    def _missing_nodes(self, f: Failover) -> list[str]:
+        """Nodes this failover names that the current config no longer has."""
+        names = [n for n in (f.source, f.target) if n is not None]
+        return [n for n in names if (f.pair, n) not in self.nodes]
+
+    def _vanished(self, f: Failover, missing: list[str]) -> Failover:
+        """A node renamed or removed mid-failover: end it, never loop on it."""
+        reason = (
+            f"{', '.join(missing)} is no longer in the config (renamed or removed during the "
+            "failover); nothing more is done: verify which node signs, then `responder adopt`"
+        )
+        step = Step.ABORTED if f.step is Step.PLANNED else Step.FAILED
+        unknown = (
+            {f.target: "renamed or removed during a failover"}
+            if f.step in (Step.ACTIVATING,)
+            else {}
+        )
+        return self._end(f, step, reason, unknown_nodes=unknown)
+
+    def observe(self, pair: str, node: str) -> NodeObservation:
+        """One read-only probe of a node, kept as the node's latest observation."""
+        handle = self.nodes[(pair, node)]
+        at, wall = self.time.now(), self.clock.now()
         try:
             status = _guard(handle.driver.status)
         except DriverError as exc:
-            self._timed("probe", started)
-            self._journal(f, "end", {"probe": f.target, "error": str(exc)})
-            return self._end(f, Step.ABORTED, f"target {f.target} did not answer its probe: {exc}")
+            obs = NodeObservation(pair, node, at, wall, False, None, None, str(exc)[:500])
+        else:
+            obs = NodeObservation(
+                pair, node, at, wall, True, status.healthy, status.signing, status.detail[:500]
+            )
+        try:
+            return self.store.save_observation(obs)
+        except Exception:  # the probe itself is what matters here; the record is best effort
+            log.exception("could not store an observation", extra={"pair": pair, "node": node})
+            return obs
+
+    def _settle(
+        self,
+        f: Failover,
+        node: str,
+        *,
+        accept_unreachable: bool,
+        refence: Callable[[], object] | None,
+    ) -> tuple[bool, str]:
+        """Probe `node` until "not signing" has held for its driver's settle time.
+
+        A call to the node failed or timed out, so it may still land: one quiet answer proves
+        nothing. Whenever the node answers signing, it is fenced again. Gives up (the node is
+        unknown) after SETTLE_LIMIT_FACTOR settle times.
+        """
+        handle = self.nodes[(f.pair, node)]
+        settle = handle.driver.settle_time
+        interval = max(0.2, min(1.0, settle / 5))
+        start = self.clock.monotonic()
+        limit = start + max(SETTLE_LIMIT_FACTOR * settle, settle + 5.0)
+        quiet_since: float | None = None
+        last = "no answer yet"
+        while True:
+            obs = self.observe(f.pair, node)
+            t = self.clock.monotonic()
+            if obs.signing is False or (accept_unreachable and not obs.reachable):
+                quiet_since = t if quiet_since is None else quiet_since
+                if t - quiet_since >= settle:
+                    note = f"{node} verified {obs.says} for {t - quiet_since:.1f}s (settle {settle:g}s)"
+                    self._journal(f, "note", {"settle": node, "verified": True, "note": note})
+                    return True, note
+            else:
+                quiet_since = None
+                last = obs.says
+                if obs.signing is True and refence is not None:
+                    try:
+                        _guard(refence)
+                        self._journal(f, "note", {"settle": node, "refenced": True})
+                    except DriverError as exc:
+                        self._journal(f, "note", {"settle": node, "refence_error": str(exc)})
+            if t >= limit:
+                note = (
+                    f"{node} could not be verified silent within {t - start:.0f}s "
+                    f"(last answer: {last})"
+                )
+                self._journal(f, "note", {"settle": node, "verified": False, "note": note})
+                return False, note
+            self.clock.sleep(interval)
+
+    def _verify_fence(
+        self, f: Failover, node: str, *, out_of_band: bool, after_doubt: bool
+    ) -> tuple[bool, str]:
+        """An independent read after a fence that claims success.
+
+        The driver's own fence counts when the node says it is not signing; an out-of-band
+        level (power, stop command) also when the node no longer answers. After an earlier
+        level failed (its call may still land), the answer must hold for the settle time.
+        """
+        if after_doubt:
+            return self._settle(f, node, accept_unreachable=out_of_band, refence=None)
+        obs = self.observe(f.pair, node)
+        if obs.signing is False:
+            return True, f"{node} verified not signing ({obs.detail[:200]})"
+        if out_of_band and not obs.reachable:
+            return True, f"{node} verified unreachable after an out-of-band fence"
+        return False, f"the fence claimed success but {node} then answered: {obs.says}"
+
+    def _others_silent(self, f: Failover) -> tuple[bool, str, dict[str, str]]:
+        """Every node but the target is verified silent right now (fenced in this failover,
+        or answering "not signing"); else why not, and the nodes now in doubt."""
+        pair = self.config.pair(f.pair)
+        data = f.data or {}
+        problems, notes = [], []
+        doubts: dict[str, str] = {}
+        for node in pair.nodes:
+            if node.name == f.target:
+                continue
+            if f.dry_run and node.name == f.source:
+                notes.append(f"{node.name}: would be fenced")
+                continue
+            obs = self.observe(f.pair, node.name)
+            fenced_here = node.name == f.source and data.get("fence_verified") is True
+            if obs.signing is False:
+                notes.append(f"{node.name}: not signing")
+            elif fenced_here and data.get("fence_level", 0) > 0 and not obs.reachable:
+                notes.append(f"{node.name}: fenced out-of-band in this failover, unreachable")
+            else:
+                problems.append(f"{node.name} {obs.says}")
+                doubts[node.name] = f"answered {obs.says} just before an activation"
+        if problems:
+            return False, "; ".join(problems), doubts
+        return True, "; ".join(notes) or "no other node", {}
+
+    # ---- the steps -------------------------------------------------------------------------
+
+    def _probe(self, f: Failover) -> Failover:
+        self._journal(f, "begin", {"probe": f.target})
+        started = time.perf_counter()
+        obs = self.observe(f.pair, f.target)
         self._timed("probe", started)
+        if not obs.reachable:
+            self._journal(f, "end", {"probe": f.target, "error": obs.detail})
+            return self._end(
+                f, Step.ABORTED, f"target {f.target} did not answer its probe: {obs.detail}"
+            )
         self._journal(
             f,
             "end",
-            {"probe": f.target, "healthy": status.healthy, "signing": status.signing},
+            {"probe": f.target, "healthy": obs.healthy, "signing": obs.signing},
         )
-        if not status.healthy:
-            return self._end(
-                f, Step.ABORTED, f"target {f.target} reports unhealthy: {status.detail}"
-            )
-        if status.signing:
+        if not obs.healthy:
+            return self._end(f, Step.ABORTED, f"target {f.target} reports unhealthy: {obs.detail}")
+        if obs.signing:
             return self._end(
                 f,
                 Step.ABORTED,
@@ -331,7 +473,7 @@ class Executor:
         ]
         for fencer in handle.fencers:
             levels.append((fencer.name, fencer.fence, lambda fencer=fencer: fencer.plan(src_ctx)))
-        failures = []
+        failures: list[str] = []
         for index, (name, fence, plan) in enumerate(levels):
             label = f"{index}:{name.split(':')[0]}"
             self._journal(f, "begin", {"level": index, "method": name})
@@ -358,7 +500,6 @@ class Executor:
                 )
                 continue
             self._timed("fence", started)
-            self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="confirmed").inc()
             self._journal(
                 f,
                 "end",
@@ -369,6 +510,23 @@ class Executor:
                     "data": dict(result.data),
                 },
             )
+            verified, why = self._verify_fence(
+                f, f.source, out_of_band=index > 0, after_doubt=bool(failures)
+            )
+            self._journal(f, "note", {"level": index, "verified": verified, "verification": why})
+            if not verified:
+                failures.append(f"level {index} ({name}): {why}")
+                self.metrics.fence_attempts.labels(
+                    pair=f.pair, level=label, result="unverified"
+                ).inc()
+                log.warning(
+                    "fence level %d not verified: %s",
+                    index,
+                    why,
+                    extra={"pair": f.pair, "node": f.source, "failover_id": f.id},
+                )
+                continue
+            self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="confirmed").inc()
             handoff = dict(result.handoff) if result.handoff else None
             return self._advance(
                 f,
@@ -377,10 +535,11 @@ class Executor:
                     "level": index,
                     "method": name,
                     "detail": result.detail,
+                    "verification": why,
                     "handoff": sorted(handoff) if handoff else None,
                 },
                 pair_event=NodeFenced(f.id, f.source),
-                data_update={"handoff": handoff, "fence_level": index},
+                data_update={"handoff": handoff, "fence_level": index, "fence_verified": True},
             )
         return self._end(
             f,
@@ -391,21 +550,29 @@ class Executor:
 
     def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:
         handle = self.nodes[(f.pair, f.target)]
-        if f.dry_run:
-            self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx))
-            return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
-        if resumed:
-            try:
-                status = _guard(handle.driver.status)
-            except DriverError as exc:
-                status = None
-                self._journal(f, "note", {"resume_probe_error": str(exc)})
-            if status is not None and status.signing:
+        if resumed and not f.dry_run:
+            obs = self.observe(f.pair, f.target)
+            if not obs.reachable:
+                self._journal(f, "note", {"resume_probe_error": obs.detail})
+            if obs.signing is True:
                 return self._end(
                     f,
                     Step.DONE,
                     f"{f.target} already signing after restart; activation not repeated",
                 )
+        silent, why, doubts = self._others_silent(f)
+        self._journal(f, "note", {"others_silent": silent, "others": why})
+        if not silent:
+            return self._end(
+                f,
+                Step.FAILED,
+                f"activation of {f.target} refused: every other node must be verified silent, "
+                f"but {why}; nothing was activated",
+                unknown_nodes=doubts,
+            )
+        if f.dry_run:
+            self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx))
+            return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
         self._journal(f, "begin", {"activate": f.target})
         started = time.perf_counter()
         try:
@@ -416,32 +583,42 @@ class Executor:
             return self._failed_activation(f, ctx, handle, exc)
         self._timed("activate", started)
         self._journal(f, "end", {"activate": f.target, "confirmed": True, "detail": result.detail})
-        return self._end(f, Step.DONE, f"{f.source or 'nothing'} fenced, {f.target} active")
+        obs = self.observe(f.pair, f.target)
+        self._journal(f, "note", {"verify_activation": f.target, "observed": obs.says})
+        if obs.signing is not True:
+            claim = DriverError(
+                f"the activation claimed success but {f.target} then answered: {obs.says}"
+            )
+            return self._failed_activation(f, ctx, handle, claim)
+        return self._end(
+            f, Step.DONE, f"{f.source or 'nothing'} fenced, {f.target} active (verified signing)"
+        )
 
     def _failed_activation(
         self, f: Failover, ctx: ActionContext, handle: NodeHandle, exc: DriverError
     ) -> Failover:
-        """Leave the pair stuck but safe: fence the half-activated target too, then page."""
+        """Leave the pair stuck but safe: fence the target back and verify it stays silent.
+
+        The failed call may still land (a slow import finishing after the timeout), so the
+        target is unknown until "not signing" has held for its settle time, fencing it again
+        whenever it answers signing. Only a verified answer becomes advice to an operator.
+        """
         try:
             _guard(lambda: handle.driver.fence(ctx))
+            self._journal(f, "note", {"fence_back": f.target, "claimed": True})
         except DriverError as fence_exc:
-            try:
-                after = _guard(handle.driver.status)
-            except DriverError:
-                after = None
-            if after is not None and after.signing is False:
-                reason = (
-                    f"activation of {f.target} failed ({exc}); it reports not signing "
-                    f"({after.detail}), so no node signs: an operator must repair and fail over by hand"
-                )
-                return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))
-            reason = (
-                f"activation of {f.target} failed ({exc}); fencing it back also failed "
-                f"({fence_exc}): its signing state is unknown, check it by hand"
-            )
-            return self._end(f, Step.FAILED, reason)
-        reason = (
-            f"activation of {f.target} failed ({exc}); it was fenced again, so no node signs: "
-            "an operator must repair and fail over by hand"
+            self._journal(f, "note", {"fence_back": f.target, "error": str(fence_exc)})
+        verified, why = self._settle(
+            f, f.target, accept_unreachable=False, refence=lambda: handle.driver.fence(ctx)
         )
-        return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))
+        if verified:
+            reason = (
+                f"activation of {f.target} failed ({exc}); {f.target} was fenced back and "
+                f"{why}, so no node signs: repair it, then fail over by hand"
+            )
+            return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))
+        reason = (
+            f"activation of {f.target} failed ({exc}) and {f.target} MAY BE SIGNING: {why}. "
+            f"Check {f.target} by hand before anything else"
+        )
+        return self._end(f, Step.FAILED, reason, unknown_nodes={f.target: why})

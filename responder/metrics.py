@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .config import Config
-from .state import Phase, Role
+from .state import Consistency, Phase, Role
 from .store import Store
 
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -68,6 +68,19 @@ class Metrics:
             ["pair", "level", "result"],
             registry=registry,
         )
+        self.processing_errors = Counter(
+            "responder_processing_errors",
+            "Work for a pair that raised (notification, deadline, failover, observation); "
+            "retried with backoff, quarantined after a bound. Other pairs are unaffected.",
+            ["pair", "source"],
+            registry=registry,
+        )
+        self.observations = Counter(
+            "responder_observation_rounds",
+            "Rounds of read-only probes of every node of a pair.",
+            ["pair"],
+            registry=registry,
+        )
         self.webhook_seconds = Histogram(
             "responder_webhook_duration_seconds",
             "Time to validate, record and answer a webhook delivery.",
@@ -98,19 +111,68 @@ class StateCollector(Collector):
         dry = GaugeMetricFamily(
             "responder_dry_run", "1 if the pair runs in dry-run.", labels=["pair"]
         )
+        observed = GaugeMetricFamily(
+            "responder_node_observed_signing",
+            "1 if the node's last answer said it signs, 0 if it said it does not; absent when "
+            "the node did not answer or cannot tell.",
+            labels=["pair", "node"],
+        )
+        up = GaugeMetricFamily(
+            "responder_node_up",
+            "1 if the node answered its last read-only probe.",
+            labels=["pair", "node"],
+        )
+        seen_at = GaugeMetricFamily(
+            "responder_node_observed_timestamp_seconds",
+            "Wall-clock time of the node's last probe.",
+            labels=["pair", "node"],
+        )
+        doubt = GaugeMetricFamily(
+            "responder_node_may_be_signing",
+            "1 while a call to the node was cut and nothing has verified it silent since.",
+            labels=["pair", "node"],
+        )
+        consistent = GaugeMetricFamily(
+            "responder_pair_consistent",
+            "1 if the nodes' answers match the record of who signs.",
+            labels=["pair"],
+        )
+        split = GaugeMetricFamily(
+            "responder_pair_split_brain",
+            "1 if two or more nodes of the pair said they sign.",
+            labels=["pair"],
+        )
+        held = GaugeMetricFamily(
+            "responder_pair_held",
+            "1 while automation is held until an operator adopts the real signer.",
+            labels=["pair"],
+        )
         states = {s.pair: s for s in self._store.list_pairs()}
         for pair in self._config.pairs:
             dry.add_metric([pair.name], 1.0 if self._config.pair_dry_run(pair) else 0.0)
+            for node, obs in self._store.observations(pair.name).items():
+                up.add_metric([pair.name, node], 1.0 if obs.reachable else 0.0)
+                seen_at.add_metric([pair.name, node], obs.at_wall)
+                if obs.signing is not None:
+                    observed.add_metric([pair.name, node], 1.0 if obs.signing else 0.0)
             state = states.get(pair.name)
             if state is None:
                 continue
+            is_consistent = state.consistency is Consistency.CONSISTENT
+            consistent.add_metric([pair.name], 1.0 if is_consistent else 0.0)
+            is_split = state.consistency is Consistency.SPLIT_BRAIN
+            split.add_metric([pair.name], 1.0 if is_split else 0.0)
+            held.add_metric([pair.name], 1.0 if state.held_reason else 0.0)
+            for node in state.roles:
+                doubt.add_metric([pair.name, node], 1.0 if node in state.uncertain else 0.0)
             for p in Phase:
                 phase.add_metric([pair.name, p.value], 1.0 if state.phase is p else 0.0)
             paused.add_metric([pair.name], 1.0 if state.paused else 0.0)
             for node, role in state.roles.items():
                 for r in Role:
                     roles.add_metric([pair.name, node, r.value], 1.0 if role is r else 0.0)
-        yield from (phase, paused, roles, dry)
+        yield from (phase, paused, roles, dry, observed, up, seen_at, doubt, consistent, split)
+        yield held
 
 
 def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:

@@ -7,12 +7,14 @@ action in the Decision. The service persists the new state and carries the actio
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .alerts import Alert
 from .config import PairConfig
-from .state import Attempt, PairState, Phase, Role, Signal
+from .observation import NodeObservation
+from .state import Attempt, Consistency, PairState, Phase, Role, Signal
 
 TOMBSTONE_TTL = 7 * 86400.0  # resolved episodes remembered so a late duplicate cannot revive them
 TOMBSTONE_MAX = 2000
@@ -57,6 +59,8 @@ class FailoverEnded:
     activated: str | None
     dry_run: bool
     fenced_nodes: tuple[str, ...] = ()
+    # nodes left in doubt (a call was cut and no verified answer held), with why
+    unknown_nodes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,29 @@ class ManualFailover:
 
 
 @dataclass(frozen=True)
+class Observed:
+    """A round of read-only probes: what each node said, and how long each must stay quiet
+    (its driver's settle time) before a doubt about it is lifted."""
+
+    observations: tuple[NodeObservation, ...]
+    settle: Mapping[str, float] = field(default_factory=dict)
+    # the pair's failover_seq and roles when the round began: a round that a failover
+    # overtook describes a world that is gone, and is not judged
+    basis_seq: int | None = None
+    basis_roles: Mapping[str, Role] | None = None
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """An operator records `node` as the active signer; `probes` are what every node said just
+    before (None for a node that gave no answer)."""
+
+    node: str
+    by: str
+    probes: Mapping[str, bool | None]
+
+
+@dataclass(frozen=True)
 class Unfence:
     node: str
     by: str
@@ -97,6 +124,8 @@ Event = (
     | Acknowledge
     | ManualFailover
     | Unfence
+    | Observed
+    | Adopt
 )
 
 
@@ -130,13 +159,34 @@ def _ts(t: float) -> str:
 
 
 def reconcile(state: PairState, pair: PairConfig) -> PairState:
-    """Adapt a stored state to the current config: new nodes join as standbys."""
+    """Adapt a stored state to the current config: new nodes join as standbys.
+
+    A node believed active that is gone from the config (renamed, removed) may still sign under
+    another name: the pair is held until an operator adopts the node that really signs.
+    """
     names = [n.name for n in pair.nodes]
     roles = {name: state.roles.get(name, Role.STANDBY) for name in names}
     signals = tuple(s for s in state.signals if s.node in roles)
-    if roles == dict(state.roles) and signals == state.signals:
+    uncertain = {n: why for n, why in state.uncertain.items() if n in roles}
+    vanished = sorted(n for n, r in state.roles.items() if r is Role.ACTIVE and n not in roles)
+    held = state.held_reason
+    if vanished and held is None:
+        held = (
+            f"{', '.join(vanished)}, believed active, is no longer in the config (renamed or "
+            f"removed) and may still be signing; automation held: find the node that signs and "
+            f"run `responder adopt {pair.name} NODE`"
+        )
+    if (
+        roles == dict(state.roles)
+        and signals == state.signals
+        and uncertain == dict(state.uncertain)
+        and held == state.held_reason
+    ):
         return state
-    return state.evolve(roles=roles, signals=signals)
+    new = state.evolve(roles=roles, signals=signals, uncertain=uncertain, held_reason=held)
+    if held is not None and state.phase in (Phase.ARMED, Phase.PENDING):
+        new = new.evolve(phase=Phase.HELD, deadline=None, reason=held)
+    return new
 
 
 def decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Decision:
@@ -167,6 +217,10 @@ def decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Deci
         return _manual(state, event, now, pair)
     if isinstance(event, Unfence):
         return _unfence(state, event, now)
+    if isinstance(event, Observed):
+        return _observed(state, event, now, pair)
+    if isinstance(event, Adopt):
+        return _adopt(state, event, now, pair)
     raise IllegalTransition(f"unknown event {event!r}")
 
 
@@ -236,7 +290,7 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
     return Decision(decision.state, decision.actions, decision.reason, True, duplicates)
 
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 
 
 def _instant(starts_at: str) -> tuple[datetime, int] | None:
@@ -244,8 +298,12 @@ def _instant(starts_at: str) -> tuple[datetime, int] | None:
     m = _RFC3339.fullmatch(starts_at)
     if m is None:
         return None
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(m.group(1) + zone), int((m.group(2) or "").ljust(9, "0"))
+    zone = "+00:00" if m.group(4) in ("Z", "z") else m.group(4)
+    try:
+        instant = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{zone}")
+        return instant, int((m.group(3) or "").ljust(9, "0"))
+    except ValueError:  # year 0, month 13, 30 February, hour 24: never comparable
+        return None
 
 
 def _starts_before(a: str, b: str) -> bool:
@@ -297,6 +355,10 @@ def _evaluate(
     if state.phase is Phase.BLOCKED:
         reason = f"{cause}; automation blocked until acknowledged: {state.blocked_reason}"
         return Decision(_say(state, reason, now), (), reason, changed=True)
+    if state.held_reason is not None:
+        reason = f"{cause}; automation held: {state.held_reason}"
+        new = state.evolve(phase=Phase.HELD, deadline=None)
+        return Decision(_say(new, reason, now), (), reason, changed=True)
     policy = pair.policy
     active, firing = _fault(state, pair)
     if len(firing) < policy.quorum:
@@ -396,7 +458,9 @@ def _failover_ended(
     roles = dict(state.roles)
     for node in event.fenced_nodes:
         roles[node] = Role.FENCED
+    uncertain = {**state.uncertain, **event.unknown_nodes}
     if event.outcome == "done":
+        held = state.held_reason
         if event.activated is not None and not event.dry_run:
             for name, role in roles.items():
                 if role is Role.ACTIVE and name != event.activated:
@@ -404,22 +468,153 @@ def _failover_ended(
                         f"{name} still active while activating {event.activated}"
                     )
             roles[event.activated] = Role.ACTIVE
+            uncertain.pop(event.activated, None)
+            held = None  # every other node was verified silent just before the activation
+            state = state.evolve(
+                consistency=Consistency.CONSISTENT,
+                consistency_reason=(
+                    f"{event.activated} verified signing after the failover; the others were "
+                    "verified silent just before it"
+                ),
+            )
         label = "dry-run complete" if event.dry_run else "completed"
-        new = state.evolve(phase=Phase.ARMED, roles=roles, deadline=None)
+        new = state.evolve(
+            phase=Phase.ARMED, roles=roles, deadline=None, uncertain=uncertain, held_reason=held
+        )
         cause = f"failover {event.failover_id} {label}: {event.reason}"
         return _evaluate(new, now, pair, cause=cause, may_start=False)
     reason = (
         f"failover {event.failover_id} {event.outcome}: {event.reason}; "
         "automation blocked until an operator acknowledges"
     )
-    new = state.evolve(phase=Phase.BLOCKED, roles=roles, deadline=None, blocked_reason=event.reason)
+    new = state.evolve(
+        phase=Phase.BLOCKED,
+        roles=roles,
+        deadline=None,
+        blocked_reason=event.reason,
+        uncertain=uncertain,
+    )
     return Decision(_say(new, reason, now), (), reason, changed=True)
+
+
+def _verdict(
+    state: PairState, observations: tuple[NodeObservation, ...]
+) -> tuple[Consistency, str]:
+    """Compare what the nodes said with the record of who signs."""
+    believed = state.active_node
+    signing = sorted(o.node for o in observations if o.signing is True)
+    silent = [o.node for o in observations if o.signing is False]
+    unsure = sorted(f"{o.node} ({o.says})" for o in observations if o.signing is None)
+    if len(signing) >= 2:
+        return Consistency.SPLIT_BRAIN, f"split brain: {' and '.join(signing)} all report signing"
+    if len(signing) == 1:
+        if signing[0] != believed:
+            return Consistency.DIVERGED, (
+                f"diverged: {signing[0]} reports signing, but the record says "
+                f"{believed or 'no node'} is active"
+            )
+        if unsure:
+            return Consistency.CONSISTENT, (
+                f"{believed} signs as recorded; cannot confirm the others: {', '.join(unsure)}"
+            )
+        return Consistency.CONSISTENT, f"{believed} signs as recorded; the others are silent"
+    if unsure:
+        return Consistency.UNKNOWN, (
+            f"no node reports signing, but some cannot be checked: {', '.join(unsure)}"
+        )
+    return Consistency.OUTAGE, f"outage: no node signs ({', '.join(sorted(silent))} answered)"
+
+
+def _observed(state: PairState, event: Observed, now: float, pair: PairConfig) -> Decision:
+    """Record the verdict of a probe round; split brain and divergence hold automation."""
+    stale = (event.basis_seq is not None and event.basis_seq != state.failover_seq) or (
+        event.basis_roles is not None and dict(event.basis_roles) != dict(state.roles)
+    )
+    if stale:
+        return Decision(state, (), "probe round overtaken by a failover; not judged", False)
+    configured = {n.name for n in pair.nodes}
+    observations = tuple(o for o in event.observations if o.node in configured)
+    verdict, why = _verdict(state, observations)
+    uncertain = dict(state.uncertain)
+    notes = []
+    for o in observations:
+        settle = event.settle.get(o.node, 0.0)
+        quiet = o.signing is False and o.quiet_since is not None
+        if o.node in uncertain and quiet and o.at - (o.quiet_since or o.at) >= settle:
+            del uncertain[o.node]
+            notes.append(f"{o.node} verified not signing for {o.at - (o.quiet_since or o.at):.0f}s")
+    held = state.held_reason
+    phase = state.phase
+    in_flight = state.phase is Phase.FAILING_OVER
+    if verdict in (Consistency.SPLIT_BRAIN, Consistency.DIVERGED) and not in_flight:
+        if held is None:
+            held = f"{why}; automation held: check the nodes, then run `responder adopt {pair.name} NODE`"
+        if phase in (Phase.ARMED, Phase.PENDING):
+            phase = Phase.HELD
+    changed = (
+        verdict is not state.consistency
+        or why != state.consistency_reason
+        or uncertain != dict(state.uncertain)
+        or held != state.held_reason
+        or phase is not state.phase
+    )
+    if not changed:
+        return Decision(state, (), why, changed=False)
+    new = state.evolve(
+        consistency=verdict,
+        consistency_reason=why,
+        uncertain=uncertain,
+        held_reason=held,
+        phase=phase,
+        deadline=None if phase is Phase.HELD else state.deadline,
+    )
+    reason = "; ".join([why, *notes])
+    if phase is not state.phase or held != state.held_reason:
+        new = _say(new, reason, now)
+    return Decision(new, (), reason, changed=True)
+
+
+def _adopt(state: PairState, event: Adopt, now: float, pair: PairConfig) -> Decision:
+    """Record the node that really signs as active, once every node's answer says so."""
+    if state.phase is Phase.FAILING_OVER:
+        raise Rejected(f"failover {state.failover_id} is in flight; adopt when it ends")
+    if event.node not in state.roles:
+        raise Rejected(f"{event.node} is not a node of {state.pair}")
+    answer = event.probes.get(event.node)
+    if answer is not True:
+        said = "no answer" if answer is None else "not signing"
+        raise Rejected(f"{event.node} does not report signing ({said}); adopt only the signer")
+    others = {n: event.probes.get(n) for n in state.roles if n != event.node}
+    loud = sorted(n for n, v in others.items() if v is True)
+    if loud:
+        raise Rejected(f"{', '.join(loud)} also report signing: split brain, fence by hand first")
+    unsure = sorted(n for n, v in others.items() if v is None)
+    if unsure:
+        raise Rejected(f"cannot verify {', '.join(unsure)} is silent (no answer); adopt refused")
+    roles = {
+        n: Role.ACTIVE if n == event.node else (Role.FENCED if r is Role.FENCED else Role.STANDBY)
+        for n, r in state.roles.items()
+    }
+    new = state.evolve(
+        roles=roles,
+        phase=Phase.ARMED,
+        blocked_reason=None,
+        held_reason=None,
+        uncertain={},
+        consistency=Consistency.CONSISTENT,
+        consistency_reason=f"{event.node} signs as adopted; the others are silent",
+        deadline=None,
+    )
+    cause = f"{event.node} adopted as active by {event.by} (probed: the only node signing)"
+    return _evaluate(new, now, pair, cause=cause, may_start=False)
 
 
 def _acknowledge(state: PairState, event: Acknowledge, now: float, pair: PairConfig) -> Decision:
     if state.phase is Phase.FAILING_OVER:
         raise Rejected(f"failover {state.failover_id} is still in flight; nothing to acknowledge")
     if state.phase is not Phase.BLOCKED and not state.attempts:
+        if state.held_reason is not None:
+            raise Rejected(f"the pair is held, not blocked: {state.held_reason}")
         raise Rejected("nothing to acknowledge: no failed or finished failover")
     new = state.evolve(phase=Phase.ARMED, blocked_reason=None, attempts=())
     return _evaluate(new, now, pair, cause=f"acknowledged by {event.by}; automation re-armed")
@@ -449,8 +644,45 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
         )
         + (f" (standbys {', '.join(others)} stay standby)" if others else "")
     )
+    if state.held_reason is not None:
+        reason += f" (pair held: {state.held_reason}; every other node is verified silent first)"
     new = state.evolve(phase=Phase.ARMED, blocked_reason=None)
     return _start(new, now, source, event.target, automatic=False, reason=reason)
+
+
+def config_drift(
+    states: Mapping[str, PairState],
+    unfinished: Mapping[str, tuple[str | None, str]],
+    pairs: tuple[PairConfig, ...],
+) -> list[str]:
+    """What applying `pairs` to a stored state would hold or leave alone, one line each.
+
+    `unfinished` maps a pair to the (source, target) of its failover in flight.
+    """
+    lines = []
+    configured = {p.name: p for p in pairs}
+    for name in sorted(set(states) - set(configured)):
+        state = states[name]
+        what = f"active {state.active_node}" if state.active_node else "no active node"
+        extra = f", failover {state.failover_id} in flight" if name in unfinished else ""
+        lines.append(
+            f"pair {name} ({what}{extra}) is not in the config: its state is kept and nothing "
+            "is done for it"
+        )
+    for name, pair in configured.items():
+        if name not in states:
+            continue
+        held = reconcile(states[name], pair)
+        if held.held_reason is not None and states[name].held_reason is None:
+            lines.append(f"pair {name} would be held: {held.held_reason}")
+        if name in unfinished:
+            gone = [n for n in unfinished[name] if n is not None and n not in held.roles]
+            if gone:
+                lines.append(
+                    f"pair {name}: the failover in flight names {', '.join(gone)}, no longer in "
+                    "the config: it would end as failed"
+                )
+    return lines
 
 
 def _unfence(state: PairState, event: Unfence, now: float) -> Decision:

@@ -13,17 +13,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .alerts import Alert, Notification
-from .clock import Clock
+from .clock import Clock, Timebase
 from .config import Config, PairConfig
 from .drivers import NodeHandle
 from .executor import Executor
 from .failover import Failover, Step
 from .metrics import Metrics
+from .observation import NodeObservation
 from .policy import (
+    Acknowledge,
+    Adopt,
     AlertsReceived,
     Decision,
     Event,
     ManualFailover,
+    Observed,
     Rejected,
     StartFailover,
     Tick,
@@ -32,7 +36,9 @@ from .policy import (
     reconcile,
 )
 from .state import PairState, Phase
-from .store import EventRecord, Store, StoreTxn
+from .store import EventRecord, LeaseLost, PairFault, StateUnreadable, Store, StoreTxn
+
+MAX_ATTEMPTS = 5  # a unit of work that raised this many times is quarantined
 
 log = logging.getLogger("responder.service")
 
@@ -73,16 +79,24 @@ class Responder:
         self.metrics = metrics
         self.clock = clock
         self.owner = owner
-        self.executor = Executor(config, store, nodes, metrics, clock, owner=owner)
+        self.time = Timebase(clock, store.clock_anchor)
+        self.executor = Executor(
+            config, store, nodes, metrics, clock, owner=owner, timebase=self.time
+        )
+        self._configured = frozenset(p.name for p in config.pairs)
         self._ensure_pairs()
 
     # ---- state plumbing -------------------------------------------------------------------
 
     def _ensure_pairs(self) -> None:
-        now = self.clock.now()
+        now = self.time.now()
         with self.store.transaction() as txn:
             for pair in self.config.pairs:
-                current = txn.load_pair(pair.name)
+                try:
+                    current = txn.load_pair(pair.name)
+                except StateUnreadable as exc:
+                    log.error("%s: %s", pair.name, exc, extra={"pair": pair.name})
+                    continue
                 if current is None:
                     txn.save_pair(PairState.initial(pair, now))
                     txn.add_event(
@@ -158,7 +172,7 @@ class Responder:
                 "not assumed resolved",
                 notification.truncated_alerts,
             )
-        return self.store.record_notification(self.clock.now(), notification, raw)
+        return self.store.record_notification(self.time.now(), notification, raw)
 
     def _route(self, alerts: Iterable[Alert]) -> dict[str, list[tuple[Alert, str]]]:
         """Alerts per pair, each with the node whose `match` labels it carries."""
@@ -171,48 +185,216 @@ class Responder:
                         break
         return routed
 
+    def _fault(self, txn: StoreTxn, pair: str, source: str, ref: str, exc: Exception) -> PairFault:
+        """Record a failure of one pair's work, in the open transaction; others go on."""
+        error = f"{type(exc).__name__}: {exc}"
+        fault = txn.record_fault(
+            pair, source, ref, error, self.time.now(), max_attempts=MAX_ATTEMPTS
+        )
+        self.metrics.processing_errors.labels(pair=pair, source=source).inc()
+        if fault.quarantined:
+            kind = "quarantined"
+            reason = (
+                f"{source} {ref} failed {fault.attempts} times and is quarantined ({error}); "
+                f"other pairs are unaffected; see the logs, then `responder ack {pair}` to retry"
+            ).replace(" ''", "")
+        else:
+            kind = "error"
+            reason = (
+                f"{source} {ref} failed ({error}); retry {fault.attempts + 1} of {MAX_ATTEMPTS} "
+                f"in {fault.next_at - self.time.now():.0f}s"
+            )
+        txn.add_event(EventRecord(self.clock.now(), pair, kind, reason, data=fault.to_json()))
+        log.error("%s for %s: %s", kind, source, error, extra={"pair": pair, "reason": reason})
+        return fault
+
+    def _apply_guarded(
+        self, txn: StoreTxn, pair: PairConfig, event: Event, source: str, ref: str
+    ) -> Decision | None:
+        """_apply inside a savepoint: a raise undoes only this pair's writes and is recorded."""
+        try:
+            with txn.savepoint():
+                decision = self._apply(txn, pair, event, self.time.now())
+                txn.clear_fault(pair.name, source, ref)
+                return decision
+        except Exception as exc:
+            log.exception("processing %s %s for %s raised", source, ref, pair.name)
+            self._fault(txn, pair.name, source, ref, exc)
+            return None
+
+    def _alerts_event(self, stored: Any, alerts: list[tuple[Alert, str]]) -> AlertsReceived:
+        note = stored.notification
+        return AlertsReceived(tuple(alerts), note.truncated_alerts, received_at=stored.received_at)
+
     def process_notifications(self, batch: int = 20) -> int:
-        """Feed recorded, unprocessed deliveries to the policy; returns how many were taken."""
+        """Feed recorded, unprocessed deliveries to the policy; returns how many were taken.
+
+        Each pair's share of a delivery is applied on its own: one that raises is kept for a
+        retry with backoff, and the other pairs' shares go on.
+        """
         done: list[tuple[str, Decision]] = []
         with self.store.transaction() as txn:
-            now = self.clock.now()
             taken = txn.take_notifications(batch)
             for stored in taken:
-                note = stored.notification
-                for pair_name, alerts in self._route(note.alerts).items():
+                for pair_name, alerts in self._route(stored.notification.alerts).items():
                     pair = self.config.pair(pair_name)
-                    event = AlertsReceived(
-                        tuple(alerts), note.truncated_alerts, received_at=stored.received_at
-                    )
-                    done.append((pair_name, self._apply(txn, pair, event, now)))
+                    event = self._alerts_event(stored, alerts)
+                    decision = self._apply_guarded(txn, pair, event, "notification", str(stored.id))
+                    if decision is not None:
+                        done.append((pair_name, decision))
         for pair_name, decision in done:
             self._after(pair_name, decision)
         return len(taken)
 
+    def retry_faults(self) -> int:
+        """Retry the deliveries and deadlines that raised, once their backoff has passed."""
+        now = self.time.now()
+        due = [
+            f
+            for f in self.store.list_faults()
+            if not f.quarantined and f.next_at <= now and f.pair in self._configured
+        ]
+        retried = 0
+        for fault in due:
+            pair = self.config.pair(fault.pair)
+            if fault.source == "notification":
+                with self.store.transaction() as txn:
+                    stored = txn.load_notification(int(fault.ref))
+                    if stored is None:
+                        txn.clear_fault(fault.pair, fault.source, fault.ref)
+                        continue
+                    alerts = self._route(stored.notification.alerts).get(pair.name, [])
+                    event = self._alerts_event(stored, alerts)
+                    decision = self._apply_guarded(txn, pair, event, fault.source, fault.ref)
+                retried += 1
+                if decision is not None:
+                    self._after(pair.name, decision)
+        return retried
+
+    def _blocked_by_fault(self, pair: str, source: str, now: float) -> bool:
+        for fault in self.store.list_faults(pair):
+            if fault.source == source and (fault.quarantined or fault.next_at > now):
+                return True
+        return False
+
     def tick(self) -> None:
-        """Act on every pair whose deadline has passed."""
-        now = self.clock.now()
+        """Act on every configured pair whose deadline has passed, each on its own."""
+        now = self.time.now()
         for state in self.store.list_pairs():
             if state.deadline is None or now < state.deadline:
                 continue
+            if state.pair not in self._configured:
+                continue  # removed from the config: left as it was, shown by check-config
+            if self._blocked_by_fault(state.pair, "deadline", now):
+                continue
             pair = self.config.pair(state.pair)
             with self.store.transaction() as txn:
-                decision = self._apply(txn, pair, Tick(), now)
-            self._after(pair.name, decision)
+                decision = self._apply_guarded(txn, pair, Tick(), "deadline", "")
+            if decision is not None:
+                self._after(pair.name, decision)
 
     def next_deadline(self) -> float | None:
-        deadlines = [s.deadline for s in self.store.list_pairs() if s.deadline is not None]
+        deadlines = [
+            s.deadline
+            for s in self.store.list_pairs()
+            if s.deadline is not None and s.pair in self._configured
+        ]
         return min(deadlines) if deadlines else None
+
+    # ---- observation ----------------------------------------------------------------------
+
+    def observation_due(self, pair: str) -> bool:
+        """True for one process per pair and interval: that one probes the pair's nodes."""
+        interval = self.config.pair(pair).observe.interval
+        return self.store.claim_observation(pair, self.time.now(), interval)
+
+    def observe_pair(self, pair_name: str) -> Decision | None:
+        """Probe every node of a pair (read-only) and judge what they say against the record."""
+        pair = self.config.pair(pair_name)
+        states = {s.pair: s for s in self.store.list_pairs()}
+        basis = states.get(pair_name)
+        observations = tuple(self.executor.observe(pair_name, n.name) for n in pair.nodes)
+        self._observed_metrics(pair_name, observations)
+        settle = {n.name: self.nodes[(pair_name, n.name)].driver.settle_time for n in pair.nodes}
+        event = Observed(
+            observations,
+            settle,
+            basis_seq=basis.failover_seq if basis else None,
+            basis_roles=dict(basis.roles) if basis else None,
+        )
+        with self.store.transaction() as txn:
+            decision = self._apply_guarded(txn, pair, event, "observation", "")
+        if decision is not None and decision.changed:
+            self._after(pair_name, decision)
+            state = decision.state
+            if state.consistency.value == "split_brain":
+                log.critical("split brain: %s", state.consistency_reason, extra={"pair": pair_name})
+        return decision
+
+    def _observed_metrics(self, pair: str, observations: tuple[NodeObservation, ...]) -> None:
+        self.metrics.observations.labels(pair=pair).inc()
 
     # ---- failovers ------------------------------------------------------------------------
 
     def claim_failover(self) -> Failover | None:
         """Take the lease of one runnable failover (new, or abandoned by a dead owner)."""
-        return self.store.claim_failover(self.owner, self.clock.now(), self.config.failover_lease)
+        return self.store.claim_failover(
+            self.owner, self.time.now(), self.config.failover_lease, pairs=self._configured
+        )
 
     def execute(self, failover: Failover) -> Failover:
-        """Run a claimed failover to a terminal step (resuming from its journal)."""
-        return self.executor.run(failover)
+        """Run a claimed failover to a terminal step (resuming from its journal).
+
+        A raise that is not a lost lease is recorded against the pair and retried with
+        backoff; after MAX_ATTEMPTS the failover ends as failed, so the pair's operator
+        commands work again (never a 409 loop).
+        """
+        try:
+            result = self.executor.run(failover)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.exception("failover %s raised", failover.id, extra={"pair": failover.pair})
+            with self.store.transaction() as txn:
+                fault = self._fault(txn, failover.pair, "failover", failover.id, exc)
+            current = self.store.get_failover(failover.id) or failover
+            if fault.quarantined:
+                reason = (
+                    f"failover stopped after {fault.attempts} internal errors ({fault.error}); "
+                    "the nodes' state is unknown: check them by hand, then adopt the signer"
+                )
+                unknown = {
+                    n: "a failover step raised" for n in (current.source, current.target) if n
+                }
+                ended = self.executor._end(current, Step.FAILED, reason, unknown_nodes=unknown)
+                self.store.clear_faults(failover.pair)
+                return ended
+            with self.store.transaction() as txn:
+                txn.update_failover(
+                    replace(current, wake_at=fault.next_at, updated_at=self.clock.now()),
+                    self.owner,
+                )
+            self.store.release_lease(failover.id, self.owner)
+            raise
+        with self.store.transaction() as txn:
+            txn.clear_fault(failover.pair, "failover", failover.id)
+        if result.step.terminal:
+            self._judge_latest(result.pair)
+        return result
+
+    def _judge_latest(self, pair_name: str) -> None:
+        """Judge the answers the failover itself just read, so consistency is current at once."""
+        pair = self.config.pair(pair_name)
+        observations = tuple(self.store.observations(pair_name).values())
+        if not observations:
+            return
+        settle = {n.name: self.nodes[(pair_name, n.name)].driver.settle_time for n in pair.nodes}
+        with self.store.transaction() as txn:
+            decision = self._apply_guarded(
+                txn, pair, Observed(observations, settle), "observation", ""
+            )
+        if decision is not None:
+            self._after(pair_name, decision)
 
     def run_failovers(self) -> list[Failover]:
         """Claim every runnable failover and execute it here, one after the other."""
@@ -236,15 +418,39 @@ class Responder:
         except KeyError:
             raise Rejected(f"unknown pair {pair_name!r}") from None
         with self.store.transaction() as txn:
-            decision = self._apply(txn, pair, event, self.clock.now(), kind)
+            decision = self._apply(txn, pair, event, self.time.now(), kind)
         self._after(pair_name, decision)
         failover_id = decision.actions[0].failover_id if decision.actions else None
         return Outcome(pair_name, decision.reason, failover_id)
 
     def operator(self, pair: str, event: Event) -> Outcome:
-        """Pause, resume, acknowledge or manual failover; raises Rejected with a reason."""
+        """Pause, resume, acknowledge or manual failover; raises Rejected with a reason.
+
+        An acknowledgement also releases the pair's quarantined work for another try.
+        """
         kind = f"operator:{type(event).__name__.lower()}"
+        if isinstance(event, Acknowledge) and pair in self._configured:
+            cleared = self.store.clear_faults(pair)
+            if cleared:
+                note = f"{event.by} released {cleared} quarantined or retrying work items"
+                with self.store.transaction() as txn:
+                    txn.add_event(EventRecord(self.clock.now(), pair, kind, note))
+                try:
+                    return self._operator(pair, event, kind)
+                except Rejected:
+                    return Outcome(pair, note)
         return self._operator(pair, event, kind)
+
+    def adopt(self, pair_name: str, node: str, by: str) -> Outcome:
+        """Record `node` as the active signer once every node's answer says it is the only one."""
+        try:
+            pair = self.config.pair(pair_name)
+        except KeyError:
+            raise Rejected(f"unknown pair {pair_name!r}") from None
+        if node not in {n.name for n in pair.nodes}:
+            raise Rejected(f"{node} is not a node of {pair_name}")
+        probes = {n.name: self.executor.observe(pair_name, n.name).signing for n in pair.nodes}
+        return self._operator(pair_name, Adopt(node, by, probes), "operator:adopt")
 
     def unfence(self, pair_name: str, node: str, by: str) -> Outcome:
         """Probe the node first (it must say it is not signing), then mark it standby."""
@@ -252,12 +458,8 @@ class Responder:
             handle = self.nodes[(pair_name, node)]
         except KeyError:
             raise Rejected(f"unknown node {node!r} in pair {pair_name!r}") from None
-        signing: bool | None
-        try:
-            signing = handle.driver.status().signing
-        except Exception as exc:
-            log.warning("unfence probe failed: %s", exc, extra={"pair": pair_name, "node": node})
-            signing = None
+        del handle
+        signing = self.executor.observe(pair_name, node).signing
         return self._operator(pair_name, Unfence(node, by, signing), "operator:unfence")
 
     def confirm(self, pair_name: str, by: str) -> Outcome:
@@ -275,13 +477,13 @@ class Responder:
             raise Rejected(f"failover {state.failover_id} is {step}, not awaiting confirmation")
         now = self.clock.now()
         claimed = self.store.claim_failover(
-            self.owner, now, self.config.failover_lease, failover_id=current.id
+            self.owner, self.time.now(), self.config.failover_lease, failover_id=current.id
         )
         if claimed is None:
             raise Rejected(f"failover {current.id} is being checked right now; retry in a moment")
         try:
             data = {**(claimed.data or {}), "confirmed_by": by, "confirmed_at": now}
-            updated = replace(claimed, data=data, wake_at=now, updated_at=now)
+            updated = replace(claimed, data=data, wake_at=self.time.now(), updated_at=now)
             reason = f"{by} confirmed activation of {claimed.target} without a hand-off"
             with self.store.transaction() as txn:
                 txn.update_failover(updated, self.owner)
@@ -301,26 +503,87 @@ class Responder:
 
     # ---- read side ------------------------------------------------------------------------
 
+    def _wall(self, t: float | None) -> str | None:
+        """A responder time as an ISO wall-clock time."""
+        return None if t is None else iso(self.time.to_wall(t))
+
+    def _node_view(
+        self, pair: PairConfig, state: PairState, obs: dict[str, NodeObservation], now: float
+    ) -> list[dict[str, Any]]:
+        nodes = []
+        for n in pair.nodes:
+            if n.name not in state.roles:
+                continue
+            seen = obs.get(n.name)
+            observed = None
+            if seen is not None:
+                observed = {
+                    "says": seen.says,
+                    "signing": seen.signing,
+                    "reachable": seen.reachable,
+                    "healthy": seen.healthy,
+                    "detail": seen.detail,
+                    "at": iso(seen.at_wall),
+                    "age_seconds": round(max(0.0, now - seen.at), 1),
+                }
+            nodes.append(
+                {
+                    "name": n.name,
+                    "role": state.roles[n.name].value,
+                    "observed": observed,
+                    "may_be_signing": state.uncertain.get(n.name),
+                    "firing": sorted({s.alertname for s in state.signals_on(n.name)}),
+                }
+            )
+        return nodes
+
+    def _who_signs(
+        self, state: PairState, obs: dict[str, NodeObservation], pair: PairConfig
+    ) -> str:
+        """Who signs, in plain words, from observations only; says so when it does not know."""
+        doubts = [f"{n} may be signing ({why})" for n, why in sorted(state.uncertain.items())]
+        seen = [obs[n.name] for n in pair.nodes if n.name in obs]
+        if not seen:
+            return "; ".join(["not observed yet: who signs is unknown", *doubts])
+        signing = [o.node for o in seen if o.signing is True]
+        unknown = [o.node for o in seen if o.signing is None]
+        unknown += [n.name for n in pair.nodes if n.name not in obs]
+        if signing:
+            verb = "report" if len(signing) > 1 else "reports"
+            text = f"{' and '.join(signing)} {verb} signing"
+        elif unknown:
+            text = "no node reports signing"
+        else:
+            text = "no node signs (every node answered not signing)"
+        if unknown:
+            text += f"; unknown for {', '.join(unknown)}"
+        return "; ".join([text, *doubts])
+
     def status(self) -> list[dict[str, Any]]:
-        now = self.clock.now()
+        now = self.time.now()
         states = {s.pair: s for s in self.store.list_pairs()}
+        unreadable = self.store.unreadable_pairs()
+        faults: dict[str, list[dict[str, Any]]] = {}
+        for fault in self.store.list_faults():
+            faults.setdefault(fault.pair, []).append(
+                {
+                    "source": fault.source,
+                    "ref": fault.ref,
+                    "attempts": fault.attempts,
+                    "error": fault.error,
+                    "quarantined": fault.quarantined,
+                    "next_retry": None if fault.quarantined else self._wall(fault.next_at),
+                }
+            )
         out = []
         for pair in self.config.pairs:
             state = states.get(pair.name) or PairState.initial(pair, now)
+            obs = self.store.observations(pair.name)
             failover = self.store.get_failover(state.failover_id) if state.failover_id else None
             cooldown_until = None
             if state.attempts:
                 end = max(a.at for a in state.attempts) + pair.policy.cooldown
                 cooldown_until = end if end > now else None
-            nodes = [
-                {
-                    "name": n.name,
-                    "role": state.roles[n.name].value,
-                    "firing": sorted({s.alertname for s in state.signals_on(n.name)}),
-                }
-                for n in pair.nodes
-                if n.name in state.roles
-            ]
             pending = None
             if state.phase is Phase.PENDING:
                 pending = {
@@ -329,31 +592,42 @@ class Responder:
                         {
                             "alertname": s.alertname,
                             "fingerprint": s.fingerprint,
-                            "since": iso(s.since),
+                            "since": self._wall(s.since),
                         }
                         for s in state.signals_on(state.active_node or "")
                     ],
-                    "deadline": iso(state.deadline),
+                    "deadline": self._wall(state.deadline),
                     "seconds_left": None
                     if state.deadline is None
                     else round(max(0.0, state.deadline - now), 3),
                 }
-            out.append(
-                {
-                    "name": pair.name,
-                    "active_node": state.active_node,
-                    "nodes": nodes,
-                    "phase": state.phase.value,
-                    "paused": state.paused,
-                    "dry_run": self.config.pair_dry_run(pair),
-                    "pending": pending,
-                    "cooldown_until": iso(cooldown_until),
-                    "blocked_reason": state.blocked_reason,
-                    "reason": state.reason,
-                    "reason_at": iso(state.reason_at),
-                    "failover": None if failover is None else failover_summary(failover),
+            view = {
+                "name": pair.name,
+                "active_node": state.active_node,
+                "nodes": self._node_view(pair, state, obs, now),
+                "phase": state.phase.value,
+                "paused": state.paused,
+                "dry_run": self.config.pair_dry_run(pair),
+                "pending": pending,
+                "cooldown_until": self._wall(cooldown_until),
+                "blocked_reason": state.blocked_reason,
+                "held_reason": state.held_reason,
+                "consistency": state.consistency.value,
+                "consistency_reason": state.consistency_reason,
+                "who_signs": self._who_signs(state, obs, pair),
+                "faults": faults.get(pair.name, []),
+                "reason": state.reason,
+                "reason_at": self._wall(state.reason_at),
+                "failover": None if failover is None else failover_summary(failover),
+            }
+            if pair.name in unreadable:
+                view |= {
+                    "phase": "unreadable",
+                    "active_node": None,
+                    "reason": unreadable[pair.name],
+                    "who_signs": "unknown: the pair's stored state cannot be read",
                 }
-            )
+            out.append(view)
         return out
 
 

@@ -652,8 +652,8 @@ class SimApp:
             sim.hang(f"{action}_hang")
             return _json({"error": f"{action}_hang injected"}, 500)
         if action == "fence" and "fence_lie" in faults:
-            log.info("%s fence: lying", sim.name)
-            return _json({"signing": True})
+            log.info("%s fence: lying (claims done, keeps signing)", sim.name)
+            return _json({"signing": False})
         with sim.cond:
             sim.set_enabled_locked(action == "activate")
             log.info(

@@ -17,6 +17,18 @@ class Phase(StrEnum):
     PENDING = "pending"  # a fault is being held (deadline) or gated (cooldown, pause, no standby)
     FAILING_OVER = "failing_over"  # a failover is in flight
     BLOCKED = "blocked"  # the last failover failed or aborted: automation waits for an ack
+    HELD = "held"  # what the nodes say contradicts the record: automation waits for `adopt`
+
+
+class Consistency(StrEnum):
+    """How the nodes' own answers compare with the record of who signs."""
+
+    UNOBSERVED = "unobserved"  # no probe round yet
+    CONSISTENT = "consistent"  # exactly the believed active node signs
+    SPLIT_BRAIN = "split_brain"  # two or more nodes say they sign
+    DIVERGED = "diverged"  # one node signs, and it is not the believed active one
+    OUTAGE = "outage"  # every node answered, none signs
+    UNKNOWN = "unknown"  # no node says it signs, and some did not answer or cannot tell
 
 
 class Role(StrEnum):
@@ -64,6 +76,12 @@ class PairState:
     blocked_reason: str | None = None
     reason: str = "armed"
     reason_at: float = 0.0
+    held_reason: str | None = None  # set: automation does nothing until an operator adopts
+    consistency: Consistency = Consistency.UNOBSERVED
+    consistency_reason: str = "not probed yet"
+    # nodes that may be signing although the record says otherwise, with why (a call to them
+    # was cut or timed out and nothing verified them silent since)
+    uncertain: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def initial(cls, pair: PairConfig, now: float) -> PairState:
@@ -101,6 +119,10 @@ class PairState:
             "blocked_reason": self.blocked_reason,
             "reason": self.reason,
             "reason_at": self.reason_at,
+            "held_reason": self.held_reason,
+            "consistency": self.consistency.value,
+            "consistency_reason": self.consistency_reason,
+            "uncertain": dict(self.uncertain),
         }
 
     @classmethod
@@ -119,4 +141,8 @@ class PairState:
             blocked_reason=data["blocked_reason"],
             reason=data["reason"],
             reason_at=float(data["reason_at"]),
+            held_reason=data.get("held_reason"),
+            consistency=Consistency(data.get("consistency", "unobserved")),
+            consistency_reason=str(data.get("consistency_reason", "not probed yet")),
+            uncertain=dict(data.get("uncertain") or {}),
         )

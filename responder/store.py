@@ -7,13 +7,14 @@ distributed backend, replicas. SQLite implements it in `sqlite_store`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .alerts import Notification
 from .failover import Failover
+from .observation import NodeObservation
 from .state import PairState
 
 
@@ -23,6 +24,10 @@ class InFlightError(Exception):
 
 class LeaseLost(Exception):
     """This process no longer owns the failover it is executing; it must stop at once."""
+
+
+class StateUnreadable(Exception):
+    """A pair's stored state cannot be decoded (hand-edited, or written by a newer version)."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,52 @@ class StoredNotification:
     notification: Notification
 
 
+@dataclass(frozen=True)
+class PairFault:
+    """Work for one pair that raised: retried with backoff, quarantined after a bound.
+
+    `source` is what failed ("notification", "deadline", "failover", "observation") and `ref`
+    which one (a notification id, a failover id, or "" for the pair as a whole).
+    """
+
+    pair: str
+    source: str
+    ref: str
+    attempts: int
+    next_at: float
+    error: str
+    quarantined: bool
+    first_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pair": self.pair,
+            "source": self.source,
+            "ref": self.ref,
+            "attempts": self.attempts,
+            "next_at": self.next_at,
+            "error": self.error,
+            "quarantined": self.quarantined,
+            "first_at": self.first_at,
+        }
+
+
 class StoreTxn(Protocol):
     """Reads and writes inside one transaction; nothing is visible to others until commit."""
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested unit: an exception inside undoes only its own writes."""
+        ...
+
+    def load_notification(self, notification_id: int) -> StoredNotification | None: ...
+
+    def record_fault(
+        self, pair: str, source: str, ref: str, error: str, now: float, *, max_attempts: int
+    ) -> PairFault:
+        """Count one more failure; back off exponentially; quarantine at `max_attempts`."""
+        ...
+
+    def clear_fault(self, pair: str, source: str, ref: str) -> None: ...
 
     def load_pair(self, pair: str) -> PairState | None: ...
 
@@ -116,7 +165,33 @@ class Store(Protocol):
 
     def pending_notifications(self) -> int: ...
 
-    def list_pairs(self) -> list[PairState]: ...
+    def clock_anchor(self, boot_id: str, proposed: float) -> float:
+        """The responder-time offset for this boot: `proposed` unless one is stored already."""
+        ...
+
+    def list_pairs(self) -> list[PairState]:
+        """Every readable pair state; unreadable ones are in `unreadable_pairs`."""
+        ...
+
+    def unreadable_pairs(self) -> dict[str, str]:
+        """pair -> why its stored state cannot be decoded."""
+        ...
+
+    def list_faults(self, pair: str | None = None) -> list[PairFault]: ...
+
+    def clear_faults(self, pair: str) -> int:
+        """Forget a pair's faults and quarantines (an operator acknowledged them)."""
+        ...
+
+    def save_observation(self, obs: NodeObservation) -> NodeObservation:
+        """Store a probe's answer, carrying `quiet_since` over a run of "not signing"."""
+        ...
+
+    def observations(self, pair: str) -> dict[str, NodeObservation]: ...
+
+    def claim_observation(self, pair: str, now: float, interval: float) -> bool:
+        """True for exactly one caller per pair and interval: that one probes the nodes."""
+        ...
 
     def list_events(
         self, pair: str | None = None, limit: int = 100, before: int | None = None
@@ -129,12 +204,18 @@ class Store(Protocol):
     def journal(self, failover_id: str) -> list[JournalEntry]: ...
 
     def claim_failover(
-        self, owner: str, now: float, lease: float, failover_id: str | None = None
+        self,
+        owner: str,
+        now: float,
+        lease: float,
+        failover_id: str | None = None,
+        pairs: Collection[str] | None = None,
     ) -> Failover | None:
         """Take the lease of one unfinished failover nobody holds (or whose lease expired).
 
         Without `failover_id`, only one that is due (`wake_at` unset or past); with it, that
-        failover whatever its `wake_at` (an operator acting on it).
+        failover whatever its `wake_at` (an operator acting on it). With `pairs`, only
+        failovers of those pairs (a pair removed from the config is left alone).
         """
         ...
 

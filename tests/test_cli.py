@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from responder.cli import main
@@ -14,10 +16,14 @@ pytestmark = pytest.mark.e2e
 def test_status_pause_resume_and_events(server, capsys) -> None:
     """status prints a table; pause/resume change the pair; events lists the trail newest first."""
     cfg = ["--config", str(server.config_path), "--url", server.url]
+    server.wait_for(lambda p: all(n["observed"] for n in p["nodes"]), "the first probe round")
     assert main(["status", *cfg]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["PAIR", "PHASE", "ACTIVE", "NODES", "MODE"]
-    assert "mainnet-a  armed  node-a  node-a:active node-b:standby" in out
+    assert out.splitlines()[0].split() == ["PAIR", "PHASE", "ACTIVE", "CONSISTENCY", "MODE"]
+    assert "mainnet-a  armed  node-a  consistent" in out
+    assert re.search(r"mainnet-a  node-a  active    signing \([\d.]+s ago\)", out), out
+    assert re.search(r"mainnet-a  node-b  standby   not signing \([\d.]+s ago\)", out), out
+    assert "who signs (observed): node-a reports signing" in out
 
     assert main(["pause", "mainnet-a", *cfg]) == 0
     assert "paused by" in capsys.readouterr().out
@@ -62,4 +68,5 @@ def test_webhook_then_status_shows_pending(server, capsys) -> None:
     capsys.readouterr()
     assert main(["status", *server_cfg]) == 0
     out = capsys.readouterr().out
-    assert "pending" in out and "node-a:active(firing ValidatorClientDown)" in out
+    assert "pending" in out
+    assert re.search(r"mainnet-a  node-a  active .* ValidatorClientDown", out), out

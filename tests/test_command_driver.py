@@ -20,9 +20,13 @@ def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+QUIET = py("print('{\"signing\": false}')")
+
+
 def driver(**kw) -> CommandDriver:
     cfg = CommandDriverConfig(
         type="command",
+        status=kw.pop("status", QUIET),
         fence=kw.pop("fence", py("pass")),
         activate=kw.pop("activate", py("pass")),
         **kw,
@@ -74,12 +78,16 @@ def test_output_is_truncated() -> None:
 
 
 def test_status_reads_signing_from_json_stdout() -> None:
-    """A status command printing {"signing": ...} reports it; exit non-zero means no answer."""
+    """A status command printing {"signing": ...} reports it; exit non-zero means no answer; other output cannot tell."""
     ok = driver(status=py("print('{\"signing\": false}')")).status()
     assert ok.healthy and ok.signing is False
+    on = driver(status=py("print('{\"signing\": true}')")).status()
+    assert on.signing is True
     with pytest.raises(DriverError):
         driver(status=py("import sys; sys.exit(1)")).status()
-    assert driver().status().signing is None
+    # an answer that does not say signing true or false is no verification either way
+    assert driver(status=py("print('running')")).status().signing is None
+    assert driver(status=py('print(\'{"signing": "no"}\')')).status().signing is None
 
 
 def test_fence_level_plan_sends_nothing(tmp_path: Path) -> None:

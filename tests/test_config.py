@@ -173,7 +173,13 @@ def test_unknown_driver_key_on_second_node_is_rejected_with_its_path() -> None:
         ),
         (
             lambda d: d["pairs"][0]["nodes"][0].update(
-                driver={"type": "command", "fence": ["f"], "activate": ["a"], "shell": True}
+                driver={
+                    "type": "command",
+                    "status": ["s"],
+                    "fence": ["f"],
+                    "activate": ["a"],
+                    "shell": True,
+                }
             ),
             "pairs[0].nodes[0].driver.shell: unknown key",
         ),
@@ -397,17 +403,37 @@ def test_unknown_driver_type_is_rejected() -> None:
 def test_command_driver_needs_non_empty_argv() -> None:
     """A command driver with an empty fence argv is refused at its key."""
     data = example()
-    data["pairs"][0]["nodes"][0]["driver"] = {"type": "command", "fence": [], "activate": ["a"]}
+    data["pairs"][0]["nodes"][0]["driver"] = {
+        "type": "command",
+        "status": ["s"],
+        "fence": [],
+        "activate": ["a"],
+    }
     found = problems(data)
     assert len(found) == 1
     assert found[0].startswith("pairs[0].nodes[0].driver.fence: ")
+
+
+def test_command_driver_without_status_is_refused() -> None:
+    """A command driver without a `status` command is refused at its key: nothing could verify a fence."""
+    data = example()
+    data["pairs"][0]["nodes"][0]["driver"] = {"type": "command", "fence": ["f"], "activate": ["a"]}
+    [found] = problems(data)
+    assert found.startswith(
+        'pairs[0].nodes[0].driver.status: required: a command that prints {"signing": true|false}'
+    )
 
 
 def test_command_driver_and_fence_levels_parse() -> None:
     """A command driver and both kinds of fence level parse into their typed objects."""
     data = example()
     node = data["pairs"][0]["nodes"][0]
-    node["driver"] = {"type": "command", "fence": ["systemctl", "stop", "vc"], "activate": ["true"]}
+    node["driver"] = {
+        "type": "command",
+        "status": ["vc-status", "--json"],
+        "fence": ["systemctl", "stop", "vc"],
+        "activate": ["true"],
+    }
     node["fence_levels"] = [
         {
             "type": "http",
@@ -419,6 +445,7 @@ def test_command_driver_and_fence_levels_parse() -> None:
     ]
     parsed = parse_config(data, BASE).pairs[0].nodes[0]
     assert isinstance(parsed.driver, CommandDriverConfig)
+    assert parsed.driver.status == ("vc-status", "--json")
     assert parsed.driver.fence == ("systemctl", "stop", "vc")
     http_level, cmd_level = parsed.fence_levels
     assert isinstance(http_level, HttpFenceConfig)
@@ -534,6 +561,7 @@ def test_config_collections_are_immutable() -> None:
     data = example()
     data["pairs"][0]["nodes"][0]["driver"] = {
         "type": "command",
+        "status": ["s"],
         "fence": ["f"],
         "activate": ["a"],
         "env": {"NETWORK": "mainnet"},

@@ -121,3 +121,22 @@ def test_dry_run_changes_no_node_and_shows_the_plan(dry_lab: Lab) -> None:
     a, b = lab.sim("node-a"), lab.sim("node-b")
     assert a["calls"]["fence"] == 0 and b["calls"]["activate"] == 0
     assert a["enabled"] is True and b["enabled"] is False
+
+
+def test_lying_fence_is_caught_by_the_status_read_and_nothing_is_activated(lab: Lab) -> None:
+    """A stalled beacon node fails over, but the primary's fence claims success while it keeps
+    signing: the verification read catches it, the standby is never activated, no overlap."""
+    lab.inject("node-a", "fence_lie")
+    lab.inject("node-a", "stall_head")
+    lab.wait_for("the failover to finish", lambda: finished(lab), timeout=90)
+    pair = lab.pair()
+    assert pair["failover"]["step"] == "failed", pair
+    assert (
+        "the fence claimed success but node-a then answered: signing"
+        in (pair["failover"]["outcome_reason"])
+    )
+    assert pair["phase"] == "blocked" and pair["active_node"] == "node-a"
+    a, b = lab.sim("node-a"), lab.sim("node-b")
+    assert a["signing"] is True and a["calls"]["fence"] == 1
+    assert b["signing"] is False and b["calls"]["activate"] == 0
+    assert overlaps(a["signing_intervals"], b["signing_intervals"]) == []

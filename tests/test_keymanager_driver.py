@@ -142,10 +142,82 @@ def deleted(statuses=("deleted", "deleted"), hist: Any = None, field: str = "sla
     return respond
 
 
-def expect_probe(httpserver: HTTPServer, loaded: list[str] | None = None) -> None:
-    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
-        spec_json("node-b", "GET", lambda _b: listing(loaded or []))
+def expect_listing(httpserver: HTTPServer, node: str, loaded: list[str] | None = None) -> None:
+    """The next ordered request is a GET of `node`'s listing, answered with `loaded`."""
+    keys = list(loaded or [])
+    httpserver.expect_ordered_request(f"/{node}{KS}", method="GET").respond_with_handler(
+        spec_json(node, "GET", lambda _b: listing(keys))
     )
+
+
+def expect_probe(httpserver: HTTPServer, loaded: list[str] | None = None) -> None:
+    expect_listing(httpserver, "node-b", loaded)
+
+
+def expect_source_silent(httpserver: HTTPServer) -> None:
+    """node-a lists none of the keys: the read verifying its fence, then the pre-activation check."""
+    expect_listing(httpserver, "node-a")  # the fence verified by an independent read
+    expect_listing(httpserver, "node-a")  # every other node silent right before the POST
+
+
+def expect_activation_verified(httpserver: HTTPServer) -> None:
+    """node-b lists the keys when read right after the POST."""
+    expect_listing(httpserver, "node-b", KEYS)
+
+
+def mutations(httpserver: HTTPServer) -> list[str]:
+    return [f"{r.method} {r.path}" for r, _ in httpserver.log if r.method != "GET"]
+
+
+class FakeKeys:
+    """The pair's keys one fake client holds, so every GET lists what DELETE and POST left.
+
+    `sticky`: DELETE answers `deleted` but the keys stay loaded (a client that never unloads).
+    Keys imported with `late=True` appear only at the next listing (an import finishing after
+    its request failed).
+    """
+
+    def __init__(self, loaded: list[str] | None = None, *, sticky: bool = False) -> None:
+        self.loaded = [k for k in KEYS if k in (loaded or [])]
+        self.landing: list[str] = []
+        self.sticky = sticky
+
+    def get(self, _body: Any) -> tuple[int, dict[str, Any]]:
+        self.loaded += [k for k in self.landing if k not in self.loaded]
+        self.landing = []
+        return listing(self.loaded)
+
+    def delete(self, body: Any, answer=None) -> tuple[int, dict[str, Any]]:
+        """Unload the keys asked for; answer per key (or with `answer`, a fixed reply)."""
+        asked = body["pubkeys"]
+        held = [k for k in asked if k in self.loaded]
+        if not self.sticky:
+            self.loaded = [k for k in self.loaded if k not in asked]
+        if answer is not None:
+            return answer(body)
+        statuses = ["deleted" if k in held else "not_found" for k in asked]
+        return deleted(statuses, hist=json.dumps(history(pubkeys=held)))(body)
+
+    def post(
+        self,
+        statuses: tuple[str, ...],
+        *,
+        fail: bool = False,
+        late: bool = False,
+        load: bool = True,
+    ):
+        """A POST answer with `statuses`; the `imported` keys load (even when the answer is a
+        500) unless `load` is False (a client claiming an import it did not do)."""
+
+        def respond(body: Any) -> tuple[int, dict[str, Any]]:
+            keys = ["0x" + json.loads(k)["pubkey"] for k in body["keystores"]]
+            new = [k for k, s in zip(keys, statuses, strict=True) if s == "imported" and load]
+            (self.landing if late else self.loaded).extend(new)
+            if fail:
+                return 500, {"message": "internal error"}
+            return 200, {"data": [{"status": s, "message": ""} for s in statuses]}
+
+        return respond
 
 
 def run_failover(h: Harness, clock: ManualClock):
@@ -158,7 +230,7 @@ def run_failover(h: Harness, clock: ManualClock):
 def test_fence_hands_exact_history_to_activation(
     eth_harness, clock, httpserver: HTTPServer
 ) -> None:
-    """DELETE on the primary precedes POST on the standby, which carries exactly the returned history."""
+    """DELETE on the primary, verified by its listing, precedes POST on the standby with exactly the returned history."""
     h = eth_harness()
     text = json.dumps(history(), indent=1)  # odd formatting: must be forwarded byte for byte
     posted: list[dict] = []
@@ -166,6 +238,7 @@ def test_fence_hands_exact_history_to_activation(
     httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
         spec_json("node-a", "DELETE", deleted(hist=text))
     )
+    expect_source_silent(httpserver)
     httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
         spec_json(
             "node-b",
@@ -177,13 +250,17 @@ def test_fence_hands_exact_history_to_activation(
             captured=posted,
         )
     )
+    expect_activation_verified(httpserver)
     [failover] = run_failover(h, clock)
     httpserver.check()
     assert failover.step.value == "done", failover.outcome_reason
     assert [r.method + " " + r.path for r, _ in httpserver.log] == [
-        f"GET /node-b{KS}",
+        f"GET /node-b{KS}",  # the target's probe
         f"DELETE /node-a{KS}",
+        f"GET /node-a{KS}",  # the fence verified
+        f"GET /node-a{KS}",  # node-a silent right before activation
         f"POST /node-b{KS}",
+        f"GET /node-b{KS}",  # the activation verified
     ]
     [body] = posted
     assert body["slashing_protection"] == text
@@ -219,6 +296,7 @@ def test_known_client_quirks_are_tolerated(
     httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
         spec_json("node-a", "DELETE", respond, quirk=True)
     )
+    expect_source_silent(httpserver)
     httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
         spec_json(
             "node-b",
@@ -227,6 +305,7 @@ def test_known_client_quirks_are_tolerated(
             captured=posted,
         )
     )
+    expect_activation_verified(httpserver)
     [failover] = run_failover(h, clock)
     httpserver.check()
     assert failover.step.value == "done", failover.outcome_reason
@@ -294,6 +373,66 @@ def test_every_fence_failure_blocks_activation(
     assert h.roles() == {"node-a": "active", "node-b": "standby"}
 
 
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (lambda _b: listing(KEYS), "signing"),
+        (lambda _b: listing(KEYS[1:]), "signing"),
+        (lambda _b: (500, {"message": "boom"}), "unreachable"),
+    ],
+    ids=["both-listed", "one-listed", "listing-fails"],
+)
+def test_fence_not_confirmed_by_the_listing_blocks_activation(
+    eth_harness, clock, httpserver: HTTPServer, answer, says
+) -> None:
+    """A DELETE claiming success counts only if the listing then shows none of the keys; otherwise no POST is sent."""
+    h = eth_harness()
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", deleted())
+    )
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="GET").respond_with_handler(
+        spec_json("node-a", "GET", answer)
+    )
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    assert f"the fence claimed success but node-a then answered: {says}" in failover.outcome_reason
+    assert "nothing was activated" in failover.outcome_reason
+    assert mutations(httpserver) == [f"DELETE /node-a{KS}"]
+    assert h.pair()["phase"] == "blocked"
+    assert h.roles() == {"node-a": "active", "node-b": "standby"}
+
+
+def test_keys_back_on_the_primary_refuse_activation(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Keys listed again on the fenced primary right before the POST (a client reloading them) refuse the activation."""
+    h = eth_harness()
+    expect_probe(httpserver)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-a", "DELETE", deleted())
+    )
+    expect_listing(httpserver, "node-a")  # the fence verified
+    expect_listing(httpserver, "node-a", KEYS)  # ...then the keys are back
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    assert (
+        "activation of node-b refused: every other node must be verified silent, "
+        "but node-a signing; nothing was activated"
+    ) in failover.outcome_reason
+    assert mutations(httpserver) == [f"DELETE /node-a{KS}"]
+    assert h.pair()["phase"] == "blocked"
+    pair = h.pair()
+    assert pair["who_signs"].startswith("node-a reports signing")  # the probe, kept as observed
+    doubt = {n["name"]: n["may_be_signing"] for n in pair["nodes"]}
+    assert doubt == {"node-a": "answered signing just before an activation", "node-b": None}
+    assert pair["nodes"][0]["role"] == "fenced"  # recorded fenced, yet seen signing:
+    assert pair["consistency"] == "diverged"  # the record and the node disagree, said plainly
+    assert "node-a reports signing" in pair["held_reason"]
+
+
 def test_duplicate_import_confirmed_only_when_listed(
     eth_harness, clock, httpserver: HTTPServer
 ) -> None:
@@ -303,6 +442,7 @@ def test_duplicate_import_confirmed_only_when_listed(
     httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
         spec_json("node-a", "DELETE", deleted())
     )
+    expect_source_silent(httpserver)
     httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
         spec_json(
             "node-b",
@@ -310,48 +450,153 @@ def test_duplicate_import_confirmed_only_when_listed(
             lambda _b: (200, {"data": [{"status": "duplicate"}, {"status": "imported"}]}),
         )
     )
-    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
-        spec_json("node-b", "GET", lambda _b: listing(KEYS))
-    )
+    expect_listing(httpserver, "node-b", KEYS)  # the driver's own check of `duplicate`
+    expect_activation_verified(httpserver)
     [failover] = run_failover(h, clock)
     httpserver.check()
     assert failover.step.value == "done", failover.outcome_reason
 
 
-def test_failed_import_leaves_both_sides_fenced(eth_harness, clock, httpserver: HTTPServer) -> None:
-    """An `error` on import fails the failover and deletes the keys on the standby again: stuck but safe."""
-    h = eth_harness()
-    expect_probe(httpserver)
+def expect_failed_activation(
+    httpserver: HTTPServer, node_b: FakeKeys, post, *, read_after_post: bool = False
+) -> None:
+    """Probe, fence and verify node-a, then a POST answered by `post` (and, if it claims
+    success, the read verifying it) and the fence-back DELETE.
+
+    Every later read or re-fence of node-b (the settle loop: as many as it takes) is answered
+    from `node_b`'s keys; the order of the mutating calls is asserted from the log.
+    """
+    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", node_b.get)
+    )
     httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
         spec_json("node-a", "DELETE", deleted())
     )
+    expect_source_silent(httpserver)
     httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
-        spec_json(
-            "node-b",
-            "POST",
-            lambda _b: (
-                200,
-                {"data": [{"status": "imported"}, {"status": "error", "message": "bad password"}]},
-            ),
-        )
+        spec_json("node-b", "POST", post)
     )
+    if read_after_post:
+        httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
+            spec_json("node-b", "GET", node_b.get)
+        )
     httpserver.expect_ordered_request(f"/node-b{KS}", method="DELETE").respond_with_handler(
-        spec_json(
-            "node-b",
-            "DELETE",
-            deleted(statuses=("deleted", "not_found"), hist=json.dumps(history(pubkeys=KEYS[:1]))),
-        )
+        spec_json("node-b", "DELETE", node_b.delete)
     )
-    httpserver.expect_ordered_request(f"/node-b{KS}", method="GET").respond_with_handler(
-        spec_json("node-b", "GET", lambda _b: listing([]))
+    httpserver.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
+        spec_json("node-b", "GET", node_b.get)
     )
+    httpserver.expect_request(f"/node-b{KS}", method="DELETE").respond_with_handler(
+        spec_json("node-b", "DELETE", node_b.delete)
+    )
+
+
+def after_fence_back(httpserver: HTTPServer) -> list[str]:
+    """The calls after the first DELETE on node-b (the fence back): the settle loop."""
+    calls = [f"{r.method} {r.path}" for r, _ in httpserver.log]
+    return calls[calls.index(f"DELETE /node-b{KS}") + 1 :]
+
+
+# settle time of these nodes: connect_timeout 2s + timeout 1s + 1s per key (2 keys)
+SETTLED = "node-b verified not signing for 5.0s (settle 5s)"
+
+
+def test_failed_import_leaves_both_sides_fenced(eth_harness, clock, httpserver: HTTPServer) -> None:
+    """An `error` on import fails the failover; the standby is fenced back and verified silent for its settle time."""
+    h = eth_harness()
+    node_b = FakeKeys()
+    expect_failed_activation(httpserver, node_b, node_b.post(("imported", "error")))
     [failover] = run_failover(h, clock)
     httpserver.check()
     assert failover.step.value == "failed"
     assert "keys not imported" in failover.outcome_reason
+    assert f"node-b was fenced back and {SETTLED}" in failover.outcome_reason
+    assert mutations(httpserver) == [
+        f"DELETE /node-a{KS}",
+        f"POST /node-b{KS}",  # never retried
+        f"DELETE /node-b{KS}",
+    ]
+    settle = after_fence_back(httpserver)
+    assert len(settle) > 1 and set(settle) == {f"GET /node-b{KS}"}  # re-read, never re-fenced
+    assert node_b.loaded == []
     assert h.roles() == {"node-a": "fenced", "node-b": "fenced"}
     assert h.pair()["phase"] == "blocked"
-    assert sum(1 for r, _ in httpserver.log if r.method == "POST") == 1  # never retried
+
+
+def test_import_claimed_but_not_listed_is_a_failed_activation(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """`imported` for every key counts only if the standby then lists them; otherwise it is fenced back and verified silent."""
+    h = eth_harness()
+    node_b = FakeKeys()
+    post = node_b.post(("imported", "imported"), load=False)
+    expect_failed_activation(httpserver, node_b, post, read_after_post=True)
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    reason = failover.outcome_reason
+    assert "the activation claimed success but node-b then answered: not signing" in reason
+    assert f"node-b was fenced back and {SETTLED}" in reason
+    assert mutations(httpserver) == [
+        f"DELETE /node-a{KS}",
+        f"POST /node-b{KS}",
+        f"DELETE /node-b{KS}",
+    ]
+    assert h.roles() == {"node-a": "fenced", "node-b": "fenced"}
+
+
+def test_import_landing_after_its_failed_post_is_fenced_again(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Keys that show up after a failed POST and the fence back are deleted again before the standby counts as silent."""
+    h = eth_harness()
+    node_b = FakeKeys()
+    post = node_b.post(("imported", "imported"), fail=True, late=True)
+    expect_failed_activation(httpserver, node_b, post)
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    assert "answered 500" in failover.outcome_reason
+    assert f"node-b was fenced back and {SETTLED}" in failover.outcome_reason
+    assert mutations(httpserver) == [
+        f"DELETE /node-a{KS}",
+        f"POST /node-b{KS}",
+        f"DELETE /node-b{KS}",  # fence back: the keys have not landed yet
+        f"DELETE /node-b{KS}",  # re-fence: the first read after it listed them
+    ]
+    settle = after_fence_back(httpserver)
+    assert settle[:2] == [f"GET /node-b{KS}", f"DELETE /node-b{KS}"]
+    assert len(settle) > 3 and set(settle[2:]) == {f"GET /node-b{KS}"}
+    assert node_b.loaded == []
+    assert h.roles() == {"node-a": "fenced", "node-b": "fenced"}
+
+
+def test_standby_keeping_its_keys_is_reported_may_be_signing(
+    eth_harness, clock, httpserver: HTTPServer
+) -> None:
+    """A standby still listing the keys after every re-fence ends the failover with it marked MAY BE SIGNING."""
+    h = eth_harness()
+    node_b = FakeKeys(sticky=True)
+    expect_failed_activation(httpserver, node_b, node_b.post(("imported", "imported"), fail=True))
+    [failover] = run_failover(h, clock)
+    httpserver.check()
+    assert failover.step.value == "failed"
+    reason = failover.outcome_reason
+    assert "node-b MAY BE SIGNING" in reason
+    # the loop gives up after max(4 x settle, settle + 5s) = 20s
+    assert "could not be verified silent within 20s (last answer: signing)" in reason
+    settle = after_fence_back(httpserver)
+    assert mutations(httpserver)[:2] == [f"DELETE /node-a{KS}", f"POST /node-b{KS}"]
+    # every read that listed the keys was followed by another DELETE
+    assert settle.count(f"GET /node-b{KS}") > 2
+    for i, call in enumerate(settle[:-1]):
+        if call == f"GET /node-b{KS}":
+            assert settle[i + 1] == f"DELETE /node-b{KS}"
+    assert node_b.loaded == KEYS
+    nodes = {n["name"]: n for n in h.pair()["nodes"]}
+    assert nodes["node-b"]["may_be_signing"]
+    assert not nodes["node-a"]["may_be_signing"]
+    assert sum(1 for r, _ in httpserver.log if r.method == "POST") == 1
 
 
 def _power_fence_nodes(httpserver: HTTPServer) -> list[dict[str, Any]]:
@@ -361,21 +606,34 @@ def _power_fence_nodes(httpserver: HTTPServer) -> list[dict[str, Any]]:
 def test_unreachable_primary_waits_for_operator_then_activates_without_history(
     eth_harness, clock, httpserver: HTTPServer
 ) -> None:
-    """Fenced by a stronger level, no history came: activation waits for `confirm`, then POSTs without history."""
+    """Fenced by a stronger level and verified unreachable for the settle time, no history came: activation waits for `confirm`, then POSTs without history."""
     h = eth_harness(nodes=_power_fence_nodes(httpserver))
     expect_probe(httpserver)
     httpserver.expect_ordered_request(f"/node-a{KS}", method="DELETE").respond_with_data(
         "", status=503
     )
+    # powered off: every later read of node-a fails, as many as the settle loop takes
+    httpserver.expect_request(f"/node-a{KS}", method="GET").respond_with_data("", status=503)
     [failover] = run_failover(h, clock)
+    httpserver.check()
     assert failover.step.value == "awaiting"
     assert "responder confirm" in failover.data["waiting"]
     assert h.roles() == {"node-a": "fenced", "node-b": "standby"}
+    calls = [f"{r.method} {r.path}" for r, _ in httpserver.log]
+    assert calls[:2] == [f"GET /node-b{KS}", f"DELETE /node-a{KS}"]
+    # the DELETE failed (it may still land), so "unreachable" had to hold for the settle time
+    assert len(calls) > 3 and set(calls[2:]) == {f"GET /node-a{KS}"}
+    notes = [j.detail.get("verification") for j in h.store.journal(failover.id)]
+    assert "node-a verified unreachable for 5.0s (settle 5s)" in notes
     clock.advance(3600)
     assert h.responder.step() == []  # nothing happens on its own
     assert all(r.method != "POST" for r, _ in httpserver.log)
 
     posted: list[dict] = []
+    seen = len(httpserver.log)
+    httpserver.expect_ordered_request(f"/node-a{KS}", method="GET").respond_with_data(
+        "", status=503
+    )  # still off right before activation
     httpserver.expect_ordered_request(f"/node-b{KS}", method="POST").respond_with_handler(
         spec_json(
             "node-b",
@@ -384,11 +642,17 @@ def test_unreachable_primary_waits_for_operator_then_activates_without_history(
             captured=posted,
         )
     )
+    expect_activation_verified(httpserver)
     resp = h.op("POST", "/api/v1/pairs/mainnet-a/confirm")
     assert resp.status_code == 200, resp.json
     [done] = h.responder.step()
     httpserver.check()
     assert done.step.value == "done"
+    assert [f"{r.method} {r.path}" for r, _ in httpserver.log[seen:]] == [
+        f"GET /node-a{KS}",
+        f"POST /node-b{KS}",
+        f"GET /node-b{KS}",
+    ]
     assert "slashing_protection" not in posted[0]
     assert h.roles() == {"node-a": "fenced", "node-b": "active"}
 
@@ -432,12 +696,15 @@ def test_liveness_gate_activates_after_quiet_epochs(
     httpserver.expect_request("/beacon/eth/v1/validator/liveness/101").respond_with_handler(live)
     httpserver.expect_request("/beacon/eth/v1/validator/liveness/102").respond_with_handler(live)
     httpserver.expect_request("/beacon/eth/v1/validator/liveness/103").respond_with_handler(live)
+    node_b = FakeKeys()
     httpserver.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
-        spec_json("node-b", "GET", lambda _b: listing([]))
+        spec_json("node-b", "GET", node_b.get)
     )
     httpserver.expect_request(f"/node-a{KS}", method="DELETE").respond_with_data("", status=503)
+    # powered off by the command level: node-a no longer answers
+    httpserver.expect_request(f"/node-a{KS}", method="GET").respond_with_data("", status=503)
     httpserver.expect_request(f"/node-b{KS}", method="POST").respond_with_handler(
-        spec_json("node-b", "POST", lambda _b: (200, {"data": [{"status": "imported"}] * 2}))
+        spec_json("node-b", "POST", node_b.post(("imported", "imported")))
     )
     [failover] = run_failover(h, clock)  # fenced in epoch 100
     assert failover.step.value == "awaiting"
@@ -448,6 +715,9 @@ def test_liveness_gate_activates_after_quiet_epochs(
     f = h.store.get_failover(failover.id)
     assert f.step.value == "done", f
     assert "not live for 2 epochs" in f.data["handoff_waived"]
+    assert node_b.loaded == KEYS
+    assert mutations(httpserver).count(f"POST /node-b{KS}") == 1
+    httpserver.check()
 
 
 def test_dry_run_sends_only_gets_and_redacts(
@@ -461,6 +731,7 @@ def test_dry_run_sends_only_gets_and_redacts(
     [failover] = run_failover(dry, clock)
     assert failover.step.value == "done" and failover.dry_run
     assert {r.method for r, _ in httpserver.log} == {"GET"}
+    assert {r.path for r, _ in httpserver.log} == {f"/node-b{KS}"}  # the source is not probed
     would = [e for e in dry.events() if e["kind"] == "would_call"]
     bodies = {e["data"]["action"]: e["data"]["request"]["json"] for e in would}
     assert bodies["fence"] == {"pubkeys": KEYS}
@@ -476,7 +747,7 @@ def test_dry_run_sends_only_gets_and_redacts(
 def test_restarted_responder_activates_with_the_persisted_history(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    """A second process resuming after the fence POSTs the history it finds in the store, without a second DELETE."""
+    """A second process resuming after the fence re-checks the nodes and POSTs the history it finds in the store, without a second DELETE."""
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)  # one request may hang
     server.start()
     try:
@@ -490,23 +761,28 @@ def test_restarted_responder_activates_with_the_persisted_history(
         text = json.dumps(history(), indent=2)
         posted: list[str] = []
         arrived, release = threading.Event(), threading.Event()
+        node_a, node_b = FakeKeys(KEYS), FakeKeys()
+        imported = node_b.post(("imported", "imported"))
 
-        def post(request: Request) -> Response:
-            posted.append(json.loads(request.get_data())["slashing_protection"])
+        def post(body: Any) -> tuple[int, dict[str, Any]]:
+            posted.append(body["slashing_protection"])
             if len(posted) == 1:  # the first responder dies while this request is in flight
                 arrived.set()
                 release.wait(20)
-            return Response(
-                json.dumps({"data": [{"status": "imported"}] * 2}), mimetype="application/json"
-            )
+            return imported(body)
 
         server.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
-            spec_json("node-b", "GET", lambda _b: listing([]))
+            spec_json("node-b", "GET", node_b.get)
+        )
+        server.expect_request(f"/node-a{KS}", method="GET").respond_with_handler(
+            spec_json("node-a", "GET", node_a.get)
         )
         server.expect_request(f"/node-a{KS}", method="DELETE").respond_with_handler(
-            spec_json("node-a", "DELETE", deleted(hist=text))
+            spec_json("node-a", "DELETE", lambda b: node_a.delete(b, deleted(hist=text)))
         )
-        server.expect_request(f"/node-b{KS}", method="POST").respond_with_handler(post)
+        server.expect_request(f"/node-b{KS}", method="POST").respond_with_handler(
+            spec_json("node-b", "POST", post)
+        )
 
         first = Harness(config, clock, owner="first")
         first.post_alert(notification(alert()))
@@ -530,10 +806,21 @@ def test_restarted_responder_activates_with_the_persisted_history(
         release.set()
         thread.join(10)
 
-        assert failover.step.value == "done"
+        assert failover.step.value == "done", failover.outcome_reason
         assert posted == [text, text]  # the second process got the history from the store
-        assert sum(1 for r, _ in server.log if r.method == "DELETE") == 1
+        assert [f"{r.method} {r.path}" for r, _ in server.log] == [
+            f"GET /node-b{KS}",
+            f"DELETE /node-a{KS}",  # the only DELETE
+            f"GET /node-a{KS}",  # the fence verified
+            f"GET /node-a{KS}",  # node-a silent before the first POST
+            f"GET /node-b{KS}",  # the second process: is node-b already signing?
+            f"GET /node-a{KS}",  # node-a still silent before the second POST
+            f"POST /node-b{KS}",
+            f"GET /node-b{KS}",  # the activation verified
+            f"POST /node-b{KS}",  # the first POST, logged when it was finally answered
+        ]
         assert [type(e).__name__ for e in errors] == ["LeaseLost"]
+        server.check()
         first.store.close()
         second.store.close()
     finally:

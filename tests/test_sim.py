@@ -270,7 +270,8 @@ def test_activate_under_vc_down_reports_not_signing(start_sim: Callable[..., Sim
 
 
 def test_fence_fail_and_lie_change_nothing(start_sim: Callable[..., SimProc]) -> None:
-    """fence_fail answers 500 and fence_lie claims signing=true; both leave the node signing."""
+    """fence_fail answers 500 and fence_lie claims success (signing=false); both leave the node
+    signing, as its status says."""
     sim = start_sim("--signing")
     sim.fault("fence_fail")
     assert sim.agent("POST", "/fence").status_code == 500
@@ -278,7 +279,8 @@ def test_fence_fail_and_lie_change_nothing(start_sim: Callable[..., SimProc]) ->
     sim.clear()
     sim.fault("fence_lie")
     resp = sim.agent("POST", "/fence")
-    assert (resp.status_code, resp.json()) == (200, {"signing": True})
+    assert (resp.status_code, resp.json()) == (200, {"signing": False})
+    assert sim.agent("GET", "/status").json()["signing"] is True
     state = sim.state()
     assert (state["enabled"], state["signing"]) == (True, True)
     assert state["calls"]["fence"] == 2

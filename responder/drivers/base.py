@@ -62,8 +62,15 @@ class NodeDriver(Protocol):
     Raising: `status` raises DriverError when the node gives no usable answer; `fence` and
     `activate` return only once the node confirmed the step, and raise DriverError otherwise
     (the step may or may not have happened: the executor treats it as failed).
+    Trust: the executor never takes a mutating call's word alone; it verifies with `status`.
     `plan` never sends anything: it describes what `fence`/`activate` would send (dry-run).
     """
+
+    @property
+    def settle_time(self) -> float:
+        """Seconds a "not signing" answer must hold after a call that failed before the node
+        counts as silent: at least the longest a call of this driver can take to land."""
+        ...
 
     def status(self) -> NodeStatus: ...
 

@@ -70,8 +70,6 @@ class CommandDriver:
         return dict(self.config.env) | context_env(ctx, action, self.node)
 
     def status(self) -> NodeStatus:
-        if self.config.status is None:
-            return NodeStatus(healthy=True, signing=None, detail="no status command configured")
         proc = run(self.config.status, self._env(None, "status"), self.config.timeout)
         if proc.returncode != 0:
             raise DriverError(f"status command exited {proc.returncode}: {proc.stderr[-200:]!r}")
@@ -98,6 +96,11 @@ class CommandDriver:
         return self._mutate("activate", ctx)
 
     needs_handoff = False
+
+    @property
+    def settle_time(self) -> float:
+        """The command timeout: a killed command's side effects land within it or not at all."""
+        return self.config.timeout
 
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         argv = self.config.fence if action == "fence" else self.config.activate

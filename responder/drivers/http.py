@@ -127,6 +127,11 @@ class HttpDriver:
 
     needs_handoff = False
 
+    @property
+    def settle_time(self) -> float:
+        """connect_timeout + timeout: a request the agent accepted lands within that."""
+        return self.config.connect_timeout + self.config.timeout
+
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
         headers = _planned_headers(self.config.token_file)

@@ -54,6 +54,13 @@ class KeymanagerDriver:
         return self.config.mode == "local"
 
     @property
+    def settle_time(self) -> float:
+        """connect_timeout + timeout, plus 1 s per key in local mode: clients decrypt about one
+        keystore a second, so an import the responder gave up on can land that much later."""
+        per_key = 1.0 * len(self.pubkeys) if self.config.mode == "local" else 0.0
+        return self.config.connect_timeout + self.config.timeout + per_key
+
+    @property
     def _path(self) -> str:
         return "/eth/v1/keystores" if self.config.mode == "local" else "/eth/v1/remotekeys"
 
