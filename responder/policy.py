@@ -506,7 +506,10 @@ def _verdict(
     silent = [o.node for o in observations if o.signing is False]
     unsure = sorted(f"{o.node} ({o.says})" for o in observations if o.signing is None)
     if len(signing) >= 2:
-        return Consistency.SPLIT_BRAIN, f"split brain: {' and '.join(signing)} all report signing"
+        every = "both" if len(signing) == 2 else "all"
+        return Consistency.SPLIT_BRAIN, (
+            f"split brain: {' and '.join(signing)} {every} report signing"
+        )
     if len(signing) == 1:
         if signing[0] != believed:
             return Consistency.DIVERGED, (

@@ -100,7 +100,9 @@ class Responder:
                 if current is None:
                     txn.save_pair(PairState.initial(pair, now))
                     txn.add_event(
-                        EventRecord(now, pair.name, "pair_created", "armed: initial state")
+                        EventRecord(
+                            self.clock.now(), pair.name, "pair_created", "armed: initial state"
+                        )
                     )
                 else:
                     updated = reconcile(current, pair)
@@ -116,9 +118,11 @@ class Responder:
         if not decision.changed:
             return decision
         txn.save_pair(decision.state)
+        if kind is None and isinstance(event, Observed):
+            kind = f"observation:{decision.state.consistency.value}"
         txn.add_event(
             EventRecord(
-                ts=now,
+                ts=self.clock.now(),  # records carry wall time; `now` is responder time
                 pair=pair.name,
                 kind=kind or _event_kind(decision),
                 reason=decision.reason,
@@ -126,7 +130,7 @@ class Responder:
             )
         )
         for action in decision.actions:
-            self._plan_failover(txn, pair, action, now)
+            self._plan_failover(txn, pair, action, self.clock.now())
         return decision
 
     def _plan_failover(
@@ -209,7 +213,12 @@ class Responder:
         return fault
 
     def _apply_guarded(
-        self, txn: StoreTxn, pair: PairConfig, event: Event, source: str, ref: str
+        self,
+        txn: StoreTxn,
+        pair: PairConfig,
+        event: Event,
+        source: str,
+        ref: str,
     ) -> Decision | None:
         """_apply inside a savepoint: a raise undoes only this pair's writes and is recorded."""
         try:
@@ -418,7 +427,7 @@ class Responder:
         except KeyError:
             raise Rejected(f"unknown pair {pair_name!r}") from None
         with self.store.transaction() as txn:
-            decision = self._apply(txn, pair, event, self.time.now(), kind)
+            decision = self._apply(txn, pair, event, self.time.now())
         self._after(pair_name, decision)
         failover_id = decision.actions[0].failover_id if decision.actions else None
         return Outcome(pair_name, decision.reason, failover_id)

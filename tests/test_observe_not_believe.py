@@ -467,6 +467,8 @@ def test_two_signers_observed_is_split_brain_and_stops_automation(
     pair = h.pair()
     assert pair["consistency"] == "split_brain" and pair["phase"] == "held"
     assert 'responder_pair_split_brain{pair="mainnet-a"} 1.0' in h.client.get("/metrics").text
+    [event] = [e for e in h.events() if e["kind"] == "observation:split_brain"]
+    assert "split brain: node-a and node-b both report signing" in event["reason"]
     assert fail_over(h, clock) == []
     assert fakes["node-a"].calls["fence"] == 0
     refused = h.op("POST", f"/api/v1/pairs/{PAIR}/adopt", json={"node": "node-a"})
