@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from .failover import Failover
 from .service import Responder
@@ -29,6 +30,7 @@ class Runner:
         self._observer: threading.Thread | None = None
         self._probing: set[str] = set()
         self._probing_lock = threading.Lock()
+        self._look_again: dict[str, float] = {}  # monotonic time to ask the schedule again
 
     def wake(self) -> None:
         """Called after a delivery or operator request is recorded."""
@@ -103,11 +105,15 @@ class Runner:
                 with self._probing_lock:
                     if pair.name in self._probing:
                         continue  # the last round of this pair is still waiting on a node
+                now = time.monotonic()
+                if self._look_again.get(pair.name, 0.0) > now:
+                    continue  # another process probed it recently: no store write needed yet
                 try:
                     due = self.responder.observation_due(pair.name)
                 except Exception:
                     log.exception("observation schedule unavailable", extra={"pair": pair.name})
                     continue
+                self._look_again[pair.name] = now + min(pair.observe.interval / 2, 5.0)
                 if due:
                     with self._probing_lock:
                         self._probing.add(pair.name)
