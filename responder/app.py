@@ -202,6 +202,10 @@ def create_app(
     def confirm(pair: str) -> Response:
         return control(pair, lambda by: responder.confirm(pair, by))
 
+    @app.post("/api/v1/pairs/<pair>/abort")
+    def abort(pair: str) -> Response:
+        return control(pair, lambda by: responder.abort(pair, by))
+
     @app.post("/api/v1/pairs/<pair>/adopt")
     def adopt(pair: str) -> Response:
         if (denied := operator_guard()) is not None:

@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "act on alerts again"),
         ("ack", "acknowledge a failed or finished failover and re-arm automation"),
         ("confirm", "allow an activation waiting for an operator (no history was handed over)"),
+        ("abort", "stop the failover in flight before its activation"),
     ):
         sub.add_parser(name, parents=[client], help=text).add_argument("pair")
     failover = sub.add_parser("failover", parents=[client], help="fail over by hand to a standby")

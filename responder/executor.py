@@ -160,8 +160,12 @@ class Executor:
             return self._vanished(f, missing)
         if f.step is Step.PLANNED:
             f = self._probe(f)
+        if f.step is Step.FENCING and (why := self._abort_requested(f)):
+            f = self._stopped(f, why, resumed=resumed)
         if f.step is Step.FENCING:
             f = self._fence(f, self._context(f))
+        if f.step in (Step.FENCED, Step.AWAITING) and (why := self._abort_requested(f)):
+            f = self._stopped(f, why, resumed=resumed)
         if f.step is Step.FENCED:
             f = self._after_fence(f)
             resumed = False
@@ -173,9 +177,42 @@ class Executor:
             resumed = False
         if f.step is Step.ACTIVATING:
             f = self._activate(f, self._context(f), resumed=resumed)
+        if f.step.terminal:
+            self._count(f)
+        return f
+
+    def _count(self, f: Failover) -> None:
         outcome = "dry_run" if f.dry_run and f.step is Step.DONE else f.step.value
         self.metrics.failovers.labels(pair=f.pair, outcome=outcome).inc()
-        return f
+
+    def _abort_requested(self, f: Failover) -> str | None:
+        """An operator's abort request for this failover, read from the pair's state."""
+        state = next((s for s in self.store.list_pairs() if s.pair == f.pair), None)
+        request = state.abort_requested if state is not None else None
+        if request is not None and request.startswith(f"{f.id} by "):
+            return request
+        return None
+
+    def _stopped(self, f: Failover, request: str, *, resumed: bool) -> Failover:
+        """End a failover an operator aborted, saying exactly what was and was not done."""
+        by = request.split(" by ", 1)[1]
+        if f.step is Step.FENCING and resumed:
+            reason = (
+                f"aborted by {by} before the fence of {f.source} was confirmed: nothing was "
+                f"activated; a fence sent before the restart may have landed on {f.source}"
+            )
+            ended = self._end(f, Step.FAILED, reason)
+        elif f.step in (Step.PLANNED, Step.FENCING):
+            reason = f"aborted by {by} before any fence was sent: nothing was changed"
+            ended = self._end(f, Step.ABORTED if f.step is Step.PLANNED else Step.FAILED, reason)
+        else:
+            fenced = f"after {f.source} was fenced" if f.source else "before the activation"
+            reason = (
+                f"aborted by {by} {fenced}: nothing was activated, so no node signs; fail over "
+                "by hand (`responder failover`) or un-fence when ready"
+            )
+            ended = self._end(f, Step.FAILED, reason)
+        return ended
 
     def _context(self, f: Failover) -> ActionContext:
         data = f.data or {}
@@ -560,6 +597,8 @@ class Executor:
                     Step.DONE,
                     f"{f.target} already signing after restart; activation not repeated",
                 )
+        if not resumed and (request := self._abort_requested(f)) is not None:
+            return self._stopped(f, request, resumed=False)
         silent, why, doubts = self._others_silent(f)
         self._journal(f, "note", {"others_silent": silent, "others": why})
         if not silent:

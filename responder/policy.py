@@ -74,6 +74,13 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class Abort:
+    """An operator stops the failover in flight before its activation."""
+
+    by: str
+
+
+@dataclass(frozen=True)
 class Acknowledge:
     by: str
 
@@ -126,6 +133,7 @@ Event = (
     | Unfence
     | Observed
     | Adopt
+    | Abort
 )
 
 
@@ -205,8 +213,15 @@ def decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Deci
     if isinstance(event, Pause):
         if state.paused:
             return Decision(state, (), "already paused", changed=False)
-        reason = f"paused by {event.by}: alerts are recorded, nothing is acted on"
+        reason = f"paused by {event.by}: alerts are recorded, nothing new is acted on"
+        if state.phase is Phase.FAILING_OVER:
+            reason += (
+                f"; failover {state.failover_id} is already in flight and continues: "
+                f"`responder abort {state.pair}` stops it before its activation"
+            )
         return Decision(_say(state.evolve(paused=True), reason, now), (), reason, changed=True)
+    if isinstance(event, Abort):
+        return _abort(state, event, now)
     if isinstance(event, Resume):
         if not state.paused:
             return Decision(state, (), "not paused", changed=False)
@@ -455,6 +470,7 @@ def _failover_ended(
     state: PairState, event: FailoverEnded, now: float, pair: PairConfig
 ) -> Decision:
     _in_flight(state, event.failover_id)
+    state = state.evolve(abort_requested=None)
     roles = dict(state.roles)
     for node in event.fenced_nodes:
         roles[node] = Role.FENCED
@@ -651,6 +667,20 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
         reason += f" (pair held: {state.held_reason}; every other node is verified silent first)"
     new = state.evolve(phase=Phase.ARMED, blocked_reason=None)
     return _start(new, now, source, event.target, automatic=False, reason=reason)
+
+
+def _abort(state: PairState, event: Abort, now: float) -> Decision:
+    """Ask the failover in flight to stop before its activation (the executor checks)."""
+    if state.phase is not Phase.FAILING_OVER or state.failover_id is None:
+        raise Rejected("no failover in flight; nothing to abort")
+    if state.abort_requested is not None:
+        return Decision(state, (), f"abort already requested ({state.abort_requested})", False)
+    reason = (
+        f"abort of failover {state.failover_id} requested by {event.by}: it stops before its "
+        "activation (an activation already sent cannot be called back)"
+    )
+    new = state.evolve(abort_requested=f"{state.failover_id} by {event.by}")
+    return Decision(_say(new, reason, now), (), reason, changed=True)
 
 
 def config_drift(

@@ -21,6 +21,7 @@ from .failover import Failover, Step
 from .metrics import Metrics
 from .observation import NodeObservation
 from .policy import (
+    Abort,
     Acknowledge,
     Adopt,
     AlertsReceived,
@@ -427,7 +428,7 @@ class Responder:
         except KeyError:
             raise Rejected(f"unknown pair {pair_name!r}") from None
         with self.store.transaction() as txn:
-            decision = self._apply(txn, pair, event, self.time.now())
+            decision = self._apply(txn, pair, event, self.time.now(), kind)
         self._after(pair_name, decision)
         failover_id = decision.actions[0].failover_id if decision.actions else None
         return Outcome(pair_name, decision.reason, failover_id)
@@ -449,6 +450,27 @@ class Responder:
                 except Rejected:
                     return Outcome(pair, note)
         return self._operator(pair, event, kind)
+
+    def abort(self, pair_name: str, by: str) -> Outcome:
+        """Stop the failover in flight before its activation.
+
+        A running executor checks the request before fencing, after the fence and right before
+        the activation; a failover waiting in `awaiting` is ended here and now.
+        """
+        outcome = self._operator(pair_name, Abort(by), "operator:abort")
+        state = next((s for s in self.store.list_pairs() if s.pair == pair_name), None)
+        if state is None or state.failover_id is None:
+            return outcome
+        current = self.store.get_failover(state.failover_id)
+        if current is None or current.step is not Step.AWAITING:
+            return outcome
+        claimed = self.store.claim_failover(
+            self.owner, self.time.now(), self.config.failover_lease, failover_id=current.id
+        )
+        if claimed is None:
+            return outcome  # its owner is checking the gate right now and will see the request
+        ended = self.execute(claimed)
+        return Outcome(pair_name, ended.outcome_reason or outcome.reason, ended.id)
 
     def adopt(self, pair_name: str, node: str, by: str) -> Outcome:
         """Record `node` as the active signer once every node's answer says it is the only one."""

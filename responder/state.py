@@ -82,6 +82,7 @@ class PairState:
     # nodes that may be signing although the record says otherwise, with why (a call to them
     # was cut or timed out and nothing verified them silent since)
     uncertain: Mapping[str, str] = field(default_factory=dict)
+    abort_requested: str | None = None  # "<failover id> by <operator>": stop before activating
 
     @classmethod
     def initial(cls, pair: PairConfig, now: float) -> PairState:
@@ -123,6 +124,7 @@ class PairState:
             "consistency": self.consistency.value,
             "consistency_reason": self.consistency_reason,
             "uncertain": dict(self.uncertain),
+            "abort_requested": self.abort_requested,
         }
 
     @classmethod
@@ -145,4 +147,5 @@ class PairState:
             consistency=Consistency(data.get("consistency", "unobserved")),
             consistency_reason=str(data.get("consistency_reason", "not probed yet")),
             uncertain=dict(data.get("uncertain") or {}),
+            abort_requested=data.get("abort_requested"),
         )

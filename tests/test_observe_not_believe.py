@@ -573,3 +573,63 @@ def test_serve_against_absent_nodes_shows_unreachable_under_gunicorn(tmp_path: P
         assert 'responder_node_up{node="node-a",pair="mainnet-a"} 0.0' in metrics
     finally:
         server.stop()
+
+
+# ---- pause and abort while a failover is in flight ---------------------------------------------
+
+
+def test_pause_during_an_in_flight_failover_says_it_continues_and_abort_stops_it(
+    tmp_path: Path, clock: ManualClock, fakes: dict[str, FakeNode]
+) -> None:
+    """Pausing while a failover is in flight says that failover continues; `abort` then stops
+    it after the fence and before the activation, and status says what was done."""
+    h = build(tmp_path, clock, default_nodes(fakes))
+    release = threading.Event()
+    fakes["node-a"].before_reply["fence"] = lambda: release.wait(10)
+    h.post_alert(notification(alert()))
+    h.responder.step()
+    clock.advance(21)
+    h.responder.tick()
+    claimed = h.responder.claim_failover()
+    assert claimed is not None
+    worker = threading.Thread(target=h.responder.execute, args=(claimed,))
+    worker.start()
+    try:
+        wait_real("the fence to be in flight", lambda: fakes["node-a"].calls["fence"] == 1, 10)
+        paused = h.op("POST", f"/api/v1/pairs/{PAIR}/pause").get_json()["reason"]
+        assert "nothing new is acted on" in paused
+        assert f"failover {claimed.id} is already in flight and continues" in paused
+        aborted = h.op("POST", f"/api/v1/pairs/{PAIR}/abort")
+        assert aborted.status_code == 200
+        assert "stops before its activation" in aborted.get_json()["reason"]
+    finally:
+        release.set()
+        worker.join(10)
+    pair = h.pair()
+    assert pair["failover"]["step"] == "failed"
+    assert (
+        "aborted by operator after node-a was fenced: nothing was activated"
+        in (pair["failover"]["outcome_reason"])
+    )
+    assert pair["phase"] == "blocked"
+    assert {n["name"]: n["role"] for n in pair["nodes"]} == {
+        "node-a": "fenced",
+        "node-b": "standby",
+    }
+    assert fakes["node-b"].calls["activate"] == 0 and fakes["node-b"].signing is False
+    assert fakes["node-a"].signing is False
+    kinds = [e["kind"] for e in h.events()]
+    assert "operator:pause" in kinds and "operator:abort" in kinds
+    assert no_overlap(fakes)
+
+
+def test_abort_without_a_failover_in_flight_is_refused(
+    tmp_path: Path, clock: ManualClock, fakes: dict[str, FakeNode]
+) -> None:
+    """`abort` with nothing in flight is a 409 with the reason, and changes nothing."""
+    h = build(tmp_path, clock, default_nodes(fakes))
+    before = h.pair()
+    refused = h.op("POST", f"/api/v1/pairs/{PAIR}/abort")
+    assert refused.status_code == 409
+    assert refused.get_json()["error"] == "no failover in flight; nothing to abort"
+    assert h.pair() == before
