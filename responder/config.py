@@ -86,15 +86,34 @@ FrozenStrMap = Annotated[Mapping[str, str], AfterValidator(_freeze)]
 FrozenMap = Annotated[Mapping[str, Any], AfterValidator(_freeze)]
 
 
-def _check_url(value: str) -> str:
+_URL_ADVICE = "use token_file"
+
+
+def _no_userinfo(value: str, advice: str) -> str:
+    """Refuse `user:password@` in a URL: URLs are shown in events, the journal, logs, the
+    API and the state database. The error never repeats the value."""
+    authority = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", value)
+    if authority is not None and "@" in authority.group(1):
+        raise ValueError(f"must not contain a user or password; {advice}")
+    return value
+
+
+def _check_url(value: str, advice: str = _URL_ADVICE) -> str:
     """An http(s) base URL, without a trailing slash (paths are appended to it)."""
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
+    return _no_userinfo(value, advice).rstrip("/")
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsConfig(_Frozen):
+    """How to verify an https:// node API (Teku and Web3Signer serve TLS by default)."""
+
+    ca_file: ConfigPath | None = None  # trust this CA (or self-signed certificate) file
+    insecure_skip_verify: bool = False  # lab only: accept any certificate
 
 
 class HttpPaths(_Frozen):
@@ -114,6 +133,7 @@ class HttpDriverConfig(_Frozen):
     connect_timeout: Duration = 2.0
     timeout: Duration = 5.0
     paths: HttpPaths = HttpPaths()
+    tls: TlsConfig = TlsConfig()  # private CA or self-signed agent certificate
 
     @field_validator("url")
     @classmethod
@@ -145,13 +165,6 @@ class CommandDriverConfig(_Frozen):
 
 HEX_ROOT = r"^0x[0-9a-fA-F]{64}$"
 HEX_PUBKEY = r"^0x[0-9a-fA-F]{96}$"
-
-
-class TlsConfig(_Frozen):
-    """How to verify an https:// node API (Teku and Web3Signer serve TLS by default)."""
-
-    ca_file: ConfigPath | None = None  # trust this CA (or self-signed certificate) file
-    insecure_skip_verify: bool = False  # lab only: accept any certificate
 
 
 class KeymanagerDriverConfig(_Frozen):
@@ -188,13 +201,18 @@ class HttpFenceConfig(_Frozen):
     expect_json: FrozenMap | None = None
     connect_timeout: Duration = 2.0
     timeout: Duration = 10.0
+    tls: TlsConfig = TlsConfig()
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
-        return value
+        return _no_userinfo(
+            value,
+            f"{_URL_ADVICE}, or a `command` level that reads credentials from a file "
+            "(e.g. curl --netrc-file)",
+        )
 
 
 class CommandFenceConfig(_Frozen):
@@ -287,7 +305,8 @@ class EthereumConfig(_Frozen):
     @field_validator("remote_signer_url")
     @classmethod
     def _signer(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+        advice = "it is sent to the validator clients and shown in events"
+        return None if value is None else _check_url(value, advice)
 
     @model_validator(mode="after")
     def _consistent(self) -> EthereumConfig:
@@ -365,6 +384,14 @@ class AuthConfig(_Frozen):
     operator_token_file: ConfigPath
 
 
+class RetentionConfig(_Frozen):
+    """How long the store keeps what it no longer needs (see docs/configuration.md)."""
+
+    notifications: Duration = Field(default=7 * 86400.0, gt=0)  # processed deliveries
+    events: Duration = Field(default=30 * 86400.0, gt=0)  # the audit trail
+    failovers: Duration = Field(default=90 * 86400.0, gt=0)  # finished ones and their journals
+
+
 class Config(_Frozen):
     listen: str = "127.0.0.1:9095"
     dry_run: bool = False
@@ -376,6 +403,7 @@ class Config(_Frozen):
     poll_interval: Duration = 1.0
     workers: int = Field(default=2, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("listen")
     @classmethod
@@ -392,6 +420,23 @@ class Config(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"pair names must be unique; repeated: {', '.join(dupes)}")
+        return pairs
+
+    @field_validator("pairs")
+    @classmethod
+    def _one_pair_per_pubkey(cls, pairs: tuple[PairConfig, ...]) -> tuple[PairConfig, ...]:
+        """A validator key moved by two pairs could be activated on two standbys at once."""
+        owners: dict[str, list[str]] = {}
+        for pair in pairs:
+            for key in pair.ethereum.pubkeys if pair.ethereum is not None else ():
+                owners.setdefault(key, []).append(pair.name)
+        shared = [(key, names) for key, names in owners.items() if len(names) > 1]
+        if shared:
+            raise ValueError(
+                "a validator key may belong to one pair only (two pairs could activate it on "
+                "two nodes at once); "
+                + "; ".join(f"{key} is in pairs {' and '.join(names)}" for key, names in shared)
+            )
         return pairs
 
     def pair(self, name: str) -> PairConfig:

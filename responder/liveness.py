@@ -11,11 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from .config import ConfigError, LivenessConfig, read_secret
 from .drivers.base import DriverError
-from .drivers.keymanager import tls_verify
+from .drivers.transport import BEACON_MAX_BYTES, Limits, Transport, tls_verify
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,13 @@ class BeaconClient:
     def __init__(self, config: LivenessConfig, genesis_validators_root: str) -> None:
         self.config = config
         self.root = genesis_validators_root.lower()
-        self._session = requests.Session()
-        self._session.verify = tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify)
+        # `timeout` bounds the whole call: connect, send and the complete answer
+        t = config.timeout
+        self._transport = Transport(
+            limits=Limits(connect_timeout=t, timeout=t, max_bytes=BEACON_MAX_BYTES, total=t),
+            verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
+            tls_hint=" (see liveness.tls.ca_file)",
+        )
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         url = self.config.beacon_url + path
@@ -104,21 +107,19 @@ class BeaconClient:
             except ConfigError as exc:
                 raise DriverError(str(exc)) from None
             headers["Authorization"] = f"Bearer {token}"
+        answer = self._transport.request(method, url, headers=headers, body=body)
+        if answer.status != 200:
+            raise DriverError(f"{method} {url} answered {answer.status}")
         try:
-            resp = self._session.request(
-                method, url, json=body, headers=headers, timeout=self.config.timeout
-            )
-        except requests.RequestException as exc:
-            raise DriverError(f"{method} {url} failed: {type(exc).__name__}") from None
-        if resp.status_code != 200:
-            raise DriverError(f"{method} {url} answered {resp.status_code}")
-        try:
-            return resp.json()
+            return answer.json()
         except ValueError:
             raise DriverError(f"{method} {url}: response is not JSON") from None
 
     def chain(self) -> Chain:
-        data = self._call("GET", "/eth/v1/beacon/genesis").get("data", {})
+        body = self._call("GET", "/eth/v1/beacon/genesis")
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise DriverError("beacon genesis answer has no data object")
         root = str(data.get("genesis_validators_root", "")).lower()
         if root != self.root:
             raise DriverError(f"beacon node is on chain {root or '?'}, not this pair's {self.root}")
@@ -139,7 +140,7 @@ class BeaconClient:
             try:
                 out[int(row["index"])] = bool(row["is_live"])
             except (KeyError, ValueError, TypeError):
-                raise DriverError(f"liveness answer has a bad entry: {row!r}") from None
+                raise DriverError(f"liveness answer has a bad entry: {row!r:.120}") from None
         missing = set(self.config.validator_indices) - set(out)
         if missing:
             raise DriverError(f"liveness answer misses indices {sorted(missing)}")

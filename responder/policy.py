@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from .alerts import Alert
@@ -17,7 +17,9 @@ from .observation import NodeObservation
 from .state import Attempt, Consistency, PairState, Phase, Role, Signal
 
 TOMBSTONE_TTL = 7 * 86400.0  # resolved episodes remembered so a late duplicate cannot revive them
-TOMBSTONE_MAX = 2000
+TOMBSTONE_MAX = 500  # the newest are kept: a late duplicate is most likely of a recent episode
+NOTES_SHOWN = 10  # alert changes named in one reason; a storm is summarised
+SIGNALS_PER_NODE_MAX = 200  # firing trigger alerts remembered per node (see _prune)
 
 
 class IllegalTransition(Exception):
@@ -198,8 +200,15 @@ def reconcile(state: PairState, pair: PairConfig) -> PairState:
 
 
 def decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Decision:
-    """Apply one event to one pair's state."""
-    state = _prune(state, now)
+    """Apply one event to one pair's state; the state it returns is bounded (see _prune)."""
+    decision = _decide(_prune(state, now), event, now, pair)
+    bounded = _prune(decision.state, now)
+    if bounded is decision.state:
+        return decision
+    return replace(decision, state=bounded)
+
+
+def _decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Decision:
     if isinstance(event, AlertsReceived):
         return _alerts(state, event, now, pair)
     if isinstance(event, Tick):
@@ -244,12 +253,51 @@ def _say(state: PairState, reason: str, now: float) -> PairState:
 
 
 def _prune(state: PairState, now: float) -> PairState:
-    if not state.resolved:
+    """Bound a pair's state: expire and cap resolved tombstones, cap the signals per node.
+
+    Tombstones older than TOMBSTONE_TTL go; beyond TOMBSTONE_MAX the oldest go.
+
+    Signals: a flood of distinct fingerprints firing on one node keeps at most
+    SIGNALS_PER_NODE_MAX of them. Kept first, whatever the cap: the signal with the earliest
+    `since` of every alertname on the node (signals exist only for configured triggers, so these
+    are at most as many as the triggers). The rest of the room goes to the earliest of the
+    others; the newest are dropped. This is safe because the policy reads signals only as
+    (a) per alertname, the earliest `since` on the active node (the debounce deadline and the
+    quorum count) and (b) the set of alertnames firing on a node (standby health). Both are
+    exactly what they would be without the cap, so no deadline moves and no trigger needed
+    for a quorum is ever crowded out (keeping the oldest N regardless of alertname would drop
+    a second trigger arriving after a flood of the first and stall a quorum-2 failover). The
+    only difference appears after the kept earliest signal of an alertname resolves while a
+    dropped one still fires: the deadline then rests on a later kept signal, or on the
+    dropped one once Alertmanager delivers it again (each notification repeats the whole
+    group), i.e. the failover comes later, never earlier, than without the cap.
+    """
+    resolved = state.resolved
+    if resolved:
+        kept = {k: t for k, t in resolved.items() if now - t < TOMBSTONE_TTL}
+        if len(kept) > TOMBSTONE_MAX:
+            kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-TOMBSTONE_MAX:])
+        if len(kept) != len(resolved):
+            resolved = kept
+    per_node: dict[str, list[Signal]] = {}
+    for s in state.signals:
+        per_node.setdefault(s.node, []).append(s)
+    signals = state.signals
+    if any(len(group) > SIGNALS_PER_NODE_MAX for group in per_node.values()):
+        keep: set[str] = set()
+        for group in per_node.values():
+            ordered = sorted(group, key=lambda s: (s.since, s.fingerprint))
+            first: dict[str, Signal] = {}
+            for s in ordered:
+                first.setdefault(s.alertname, s)
+            chosen = [s.fingerprint for s in first.values()]
+            room = max(0, SIGNALS_PER_NODE_MAX - len(chosen))
+            rest = [s.fingerprint for s in ordered if first[s.alertname] is not s]
+            keep.update(chosen, rest[:room])
+        signals = tuple(s for s in state.signals if s.fingerprint in keep)
+    if resolved is state.resolved and signals is state.signals:
         return state
-    kept = {k: t for k, t in state.resolved.items() if now - t < TOMBSTONE_TTL}
-    if len(kept) > TOMBSTONE_MAX:
-        kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-TOMBSTONE_MAX:])
-    return state if len(kept) == len(state.resolved) else state.evolve(resolved=kept)
+    return state.evolve(resolved=resolved, signals=signals)
 
 
 def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfig) -> Decision:
@@ -301,7 +349,15 @@ def _alerts(state: PairState, event: AlertsReceived, now: float, pair: PairConfi
         signals=tuple(sorted(signals.values(), key=lambda s: (s.since, s.fingerprint))),
         resolved=resolved,
     )
-    decision = _evaluate(new, now, pair, cause="; ".join(notes))
+    shown = (
+        notes
+        if len(notes) <= NOTES_SHOWN
+        else [
+            *notes[:NOTES_SHOWN],
+            f"... and {len(notes) - NOTES_SHOWN} more",
+        ]
+    )
+    decision = _evaluate(new, now, pair, cause="; ".join(shown))
     return Decision(decision.state, decision.actions, decision.reason, True, duplicates)
 
 

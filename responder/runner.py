@@ -15,6 +15,7 @@ import time
 
 from .failover import Failover
 from .service import Responder
+from .store import Pruner, StoreReplaced
 
 log = logging.getLogger("responder.runner")
 
@@ -31,6 +32,8 @@ class Runner:
         self._probing: set[str] = set()
         self._probing_lock = threading.Lock()
         self._look_again: dict[str, float] = {}  # monotonic time to ask the schedule again
+        self._pruner = Pruner(responder.store, responder.config.retention)
+        self._store_gone = False
 
     def wake(self) -> None:
         """Called after a delivery or operator request is recorded."""
@@ -61,10 +64,17 @@ class Runner:
                 self.responder.tick()
                 while (failover := self.responder.claim_failover()) is not None:
                     self._spawn(failover)
+                self._pruner.maybe_prune(self.responder.time)
+                self._store_gone = False
                 timeout = self.poll_interval
                 deadline = self.responder.next_deadline()
                 if deadline is not None:
                     timeout = max(0.01, min(timeout, deadline - self.responder.time.now()))
+            except StoreReplaced as exc:
+                if not self._store_gone:  # said once, not a traceback every poll
+                    log.error("state database unusable, nothing is acted on: %s", exc)
+                self._store_gone = True
+                timeout = self.poll_interval
             except Exception:
                 log.exception("background loop error; retrying")
                 timeout = self.poll_interval

@@ -2,19 +2,30 @@
 
 Connections are per thread and per process (safe across gunicorn's fork); BEGIN IMMEDIATE
 takes the write lock up front, so read-decide-write sequences are serialised across workers.
+
+The store remembers which file it opened (device and inode). A file deleted or replaced under
+a running responder keeps working through the connections already open, but everything written
+to it is gone on the next start: before every write, after recording a delivery and in the
+health check, the path is compared with the file opened, and StoreReplaced is raised on any
+difference. The database is created only when the store is constructed, never re-created
+behind the back of a running one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping
+import time
+import urllib.parse
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .alerts import Alert, Notification
 from .failover import Failover
@@ -26,9 +37,14 @@ from .store import (
     JournalEntry,
     LeaseLost,
     PairFault,
+    PruneCounts,
     StateUnreadable,
     StoredNotification,
+    StoreReplaced,
 )
+
+log = logging.getLogger("responder.store")
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -58,6 +74,7 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_pair ON events(pair, id);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE TABLE IF NOT EXISTS failovers (
     id TEXT PRIMARY KEY,
     pair TEXT NOT NULL,
@@ -109,6 +126,42 @@ CREATE TABLE IF NOT EXISTS journal (
 _TERMINAL = ("done", "aborted", "failed")
 BACKOFF_BASE = 2.0  # seconds before the first retry of a failed unit of work
 BACKOFF_MAX = 300.0
+OPEN_TIMEOUT = 30.0  # seconds a starting store retries a database another process has locked
+
+
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock it will release."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _retry_locked(action: Callable[[], T], timeout: float, what: str) -> T:
+    """Run `action`, retrying with jittered backoff while the database is locked or busy.
+
+    Some lock conflicts are reported at once, without SQLite's busy handler: converting a new
+    database to WAL while another process opens it, or reading it during another's recovery.
+    Several gunicorn workers starting together meet exactly these.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    attempts = 0
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            attempts += 1
+            left = deadline - time.monotonic()
+            if not _transient(exc) or left <= 0:
+                if _transient(exc):
+                    raise sqlite3.OperationalError(
+                        f"{what}: {exc} for {timeout:g}s ({attempts} attempts); another process "
+                        "keeps the database locked"
+                    ) from exc
+                raise
+            if attempts == 1 or attempts % 20 == 0:
+                log.warning("%s: %s; retrying (attempt %d)", what, exc, attempts)
+            time.sleep(min(left, delay * random.uniform(0.5, 1.0)))  # noqa: S311 (jitter)
+            delay = min(delay * 2, 1.0)
 
 
 def backoff(attempts: int) -> float:
@@ -298,36 +351,113 @@ class _Txn:
 class SqliteStore:
     """A Store in one SQLite file; safe for threads and for forked worker processes."""
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: Path | str, *, busy_timeout: float = 30.0, open_timeout: float = OPEN_TIMEOUT
+    ) -> None:
+        """Open the database, creating it on the first start only; retry while it is locked.
+
+        A database that existed here once (its marker file says so) and is gone now is not
+        created again: StoreReplaced says what happened and what to do.
+        """
         self.path = Path(path)
+        self.marker = self.path.with_name(f".{self.path.name}.created")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        with self._write(conn):
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
-            if "wake_at" not in columns:  # databases created before gated activation existed
-                conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
+        self._identity: tuple[int, int] | None = None
+        # the marker is looked at before the database: a concurrent first start writes it only
+        # after the database exists, so "marker, no database" always means a lost database
+        if self.marker.exists() and not self.path.exists():
+            raise StoreReplaced(
+                f"the database {self.path} is missing, but one was created here before "
+                f"({self.marker} says when): it was deleted or moved, and starting from an "
+                "empty one would forget which node signs, fenced nodes and failovers in flight. "
+                f"Restore it, or delete {self.marker} to start from an empty database"
+            )
+        _retry_locked(self._open, open_timeout, f"opening {self.path}")
+        self._mark_created()
+
+    def _mark_created(self) -> None:
+        try:
+            fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(
+                f"{self.path.name} was first opened here at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}. While this file exists, "
+                "the responder refuses to start without that database instead of silently "
+                "creating an empty one. Delete this file only to start from an empty database.\n"
+            )
+
+    def _open(self) -> None:
+        try:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            with self._write(conn):
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
+                if "wake_at" not in columns:  # databases created before gated activation existed
+                    conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
+        except BaseException:
+            self.close()  # a fresh connection for the next attempt
+            raise
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreReplaced(
+                f"the database {self.path} was deleted while the responder had it open; "
+                "nothing can be recorded durably any more: restore the file and restart the "
+                f"responder (it refuses to start without it while {self.marker.name} exists)"
+            ) from None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise StoreReplaced unless `path` is still the file this store opened."""
+        if self._identity is None:
+            return  # still opening: the file is being created
+        found = self._stat()
+        if found != self._identity:
+            raise StoreReplaced(
+                f"the database {self.path} was replaced while the responder had it open "
+                f"(opened device:inode {self._identity[0]}:{self._identity[1]}, now "
+                f"{found[0]}:{found[1]}); refusing to record anything: restart the responder "
+                "once the right file is in place"
+            )
 
     def _conn(self) -> sqlite3.Connection:
         pid = os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != pid:
+            if self._identity is None:
+                target: str = str(self.path)  # opening the store: create the file if absent
+                uri = False
+            else:
+                self.check_file()  # never re-create a file deleted under a running store
+                quoted = urllib.parse.quote(os.path.abspath(self.path))
+                target, uri = f"file:{quoted}?mode=rw", True
             conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
+                target,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=True,
+                uri=uri,
             )
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            if self._identity is None:
+                self._identity = self._stat()
             self._local.conn = conn
             self._local.pid = pid
         return conn
 
     @contextmanager
     def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        self.check_file()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -358,9 +488,12 @@ class SqliteStore:
                 ),
             )
             assert cur.lastrowid is not None
-            return cur.lastrowid
+            record_id = cur.lastrowid
+        self.check_file()  # committed, but to the file that is still there? else no 2xx
+        return record_id
 
     def pending_notifications(self) -> int:
+        self.check_file()
         row = self._conn().execute("SELECT COUNT(*) FROM notifications WHERE processed = 0")
         return int(row.fetchone()[0])
 
@@ -553,6 +686,101 @@ class SqliteStore:
                 "UPDATE failovers SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?",
                 (failover_id, owner),
             )
+
+    def prune(
+        self,
+        now_wall: float,
+        *,
+        notifications: float,
+        events: float,
+        failovers: float,
+        now_responder: float | None = None,
+        batch: int = 1000,
+        max_batches: int | None = None,
+    ) -> PruneCounts:
+        """See Store.prune. Each batch is its own short write transaction."""
+        since_responder = now_wall if now_responder is None else now_responder
+        note_cutoff = since_responder - notifications
+        event_cutoff = now_wall - events
+        failover_cutoff = now_wall - failovers
+        more = False
+
+        def drain(delete: Callable[[sqlite3.Connection], int]) -> int:
+            nonlocal more
+            total, rounds = 0, 0
+            while True:
+                if max_batches is not None and rounds >= max_batches:
+                    more = True
+                    return total
+                with self._write(self._conn()) as conn:
+                    n = delete(conn)
+                total, rounds = total + n, rounds + 1
+                if n < batch:
+                    return total
+
+        def old_notifications(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n "
+                "WHERE n.processed = 1 AND n.received_at < ? AND NOT EXISTS (SELECT 1 FROM "
+                "faults f WHERE f.source = 'notification' AND f.ref = CAST(n.id AS TEXT)) "
+                "ORDER BY n.id LIMIT ?)",
+                (note_cutoff, batch),
+            ).rowcount
+
+        def old_events(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM events WHERE id IN "
+                "(SELECT id FROM events WHERE ts < ? ORDER BY ts LIMIT ?)",
+                (event_cutoff, batch),
+            ).rowcount
+
+        journal = 0
+
+        def old_failovers(conn: sqlite3.Connection) -> int:
+            nonlocal journal
+            named: set[str] = set()  # a pair's state still points at these: status shows them
+            unreadable: set[str] = set()
+            for pair, raw in conn.execute("SELECT pair, state FROM pairs").fetchall():
+                try:
+                    named.add(str(json.loads(raw)["failover_id"]))
+                except (ValueError, KeyError, TypeError):
+                    unreadable.add(pair)  # cannot tell which it names: keep all of the pair's
+            rows = conn.execute(
+                "SELECT id, pair, doc FROM failovers WHERE step IN (?, ?, ?) AND created_at < ? "
+                "ORDER BY created_at",
+                (*_TERMINAL, failover_cutoff),
+            ).fetchall()
+            doomed: list[str] = []
+            for fid, pair, doc in rows:
+                if fid in named or pair in unreadable:
+                    continue
+                try:
+                    updated = float(json.loads(doc)["updated_at"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # unreadable record: keep it for a human
+                if updated < failover_cutoff:
+                    doomed.append(fid)
+                if len(doomed) >= batch:
+                    break
+            for fid in doomed:
+                journal += conn.execute(
+                    "DELETE FROM journal WHERE failover_id = ?", (fid,)
+                ).rowcount
+                conn.execute(
+                    "DELETE FROM failovers WHERE id = ? AND step IN (?, ?, ?)", (fid, *_TERMINAL)
+                )
+            return len(doomed)
+
+        pruned_notifications = drain(old_notifications)
+        pruned_events = drain(old_events)
+        pruned_failovers = drain(old_failovers)  # counts `journal` as it goes
+        return PruneCounts(
+            notifications=pruned_notifications,
+            events=pruned_events,
+            failovers=pruned_failovers,
+            journal=journal,
+            more=more,
+        )
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

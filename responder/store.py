@@ -7,15 +7,20 @@ distributed backend, replicas. SQLite implements it in `sqlite_store`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .alerts import Notification
+from .clock import Timebase
+from .config import RetentionConfig
 from .failover import Failover
 from .observation import NodeObservation
 from .state import PairState
+
+log = logging.getLogger("responder.store")
 
 
 class InFlightError(Exception):
@@ -28,6 +33,30 @@ class LeaseLost(Exception):
 
 class StateUnreadable(Exception):
     """A pair's stored state cannot be decoded (hand-edited, or written by a newer version)."""
+
+
+class StoreReplaced(OSError):
+    """The database file was deleted or replaced while the store had it open.
+
+    Whatever is written after that is lost on the next start (or lands in a file that is not
+    the one the responder opened), so nothing more may be acknowledged: every write, every
+    recorded delivery and the health check raise this until the responder is restarted.
+    """
+
+
+@dataclass(frozen=True)
+class PruneCounts:
+    """Rows deleted by one `Store.prune`; `more` is True when a limit stopped it early."""
+
+    notifications: int = 0
+    events: int = 0
+    failovers: int = 0
+    journal: int = 0
+    more: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.notifications + self.events + self.failovers + self.journal
 
 
 @dataclass(frozen=True)
@@ -163,7 +192,9 @@ class Store(Protocol):
         """Durably store one delivery; returns once it survives a crash."""
         ...
 
-    def pending_notifications(self) -> int: ...
+    def pending_notifications(self) -> int:
+        """Recorded deliveries not processed yet; raises when the store is unusable (health)."""
+        ...
 
     def clock_anchor(self, boot_id: str, proposed: float) -> float:
         """The responder-time offset for this boot: `proposed` unless one is stored already."""
@@ -223,6 +254,28 @@ class Store(Protocol):
 
     def release_lease(self, failover_id: str, owner: str) -> None: ...
 
+    def prune(
+        self,
+        now_wall: float,
+        *,
+        notifications: float,
+        events: float,
+        failovers: float,
+        now_responder: float | None = None,
+        batch: int = 1000,
+        max_batches: int | None = None,
+    ) -> PruneCounts:
+        """Delete what is older than its retention (seconds), in short transactions.
+
+        Processed notifications received more than `notifications` ago (responder time:
+        `now_responder`, default `now_wall`), unless a fault still refers to them; events
+        older than `events`; finished failovers last updated more than `failovers` ago, with
+        their journals, unless a pair's state still names them. Never an unprocessed
+        notification, never an unfinished failover or its journal. At most `max_batches`
+        transactions of `batch` rows per kind (None: until done); `more` says one stopped early.
+        """
+        ...
+
     def close(self) -> None: ...
 
 
@@ -230,3 +283,52 @@ def iter_journal_steps(entries: list[JournalEntry]) -> Iterator[tuple[str, str]]
     """(step, phase) pairs in journal order; handy for assertions and status output."""
     for entry in entries:
         yield entry.step, entry.phase
+
+
+PRUNE_EVERY = 3600.0  # seconds between two prunes of one process
+PRUNE_AGAIN = 1.0  # seconds before the next slice when a prune stopped at its limit
+PRUNE_RETRY = 60.0  # seconds before trying again after a prune raised
+PRUNE_SLICE = 10  # transactions of PRUNE_BATCH rows per kind per call
+PRUNE_BATCH = 1000
+
+
+class Pruner:
+    """Applies the retention config to a store, at most once an hour per process.
+
+    Call `maybe_prune` from a background loop as often as it likes: it does nothing until the
+    next prune is due. A large backlog (the first prune after an upgrade) is deleted in slices
+    of a few short transactions, one slice per call, so the loop and the webhook never wait on
+    a long write. Several processes may each run one: deleting is idempotent.
+    """
+
+    def __init__(self, store: Store, retention: RetentionConfig) -> None:
+        self.store = store
+        self.retention = retention
+        self._next: float | None = None  # monotonic
+
+    def maybe_prune(self, timebase: Timebase) -> PruneCounts | None:
+        """Prune if due (None if not); raises what the store raises, and retries in a minute."""
+        mono = timebase.clock.monotonic()
+        if self._next is not None and mono < self._next:
+            return None
+        self._next = mono + PRUNE_RETRY
+        counts = self.store.prune(
+            timebase.clock.now(),
+            notifications=self.retention.notifications,
+            events=self.retention.events,
+            failovers=self.retention.failovers,
+            now_responder=timebase.now(),
+            batch=PRUNE_BATCH,
+            max_batches=PRUNE_SLICE,
+        )
+        self._next = mono + (PRUNE_AGAIN if counts.more else PRUNE_EVERY)
+        if counts.total:
+            log.info(
+                "pruned %d notifications, %d events, %d failovers (%d journal entries)%s",
+                counts.notifications,
+                counts.events,
+                counts.failovers,
+                counts.journal,
+                "; more to prune" if counts.more else "",
+            )
+        return counts

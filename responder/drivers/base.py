@@ -58,7 +58,11 @@ class NodeDriver(Protocol):
 
     Idempotency: repeating `fence` on a fenced node, or `activate` on an active node, confirms
     again without harm; the executor repeats the step it was in after a crash.
-    Timeouts: every call returns or raises within the driver's configured timeouts.
+    Limits: every call returns or raises within one total deadline (HTTP drivers:
+    connect_timeout + timeout for connect, send and the whole answer; commands: timeout), and
+    an answer larger than the driver's byte cap is refused, never truncated (see transport.py).
+    Secrets: HTTP drivers never quote a node's answer body in a reason, at most a scrubbed
+    short summary of its message (transport.error_summary).
     Raising: `status` raises DriverError when the node gives no usable answer; `fence` and
     `activate` return only once the node confirmed the step, and raise DriverError otherwise
     (the step may or may not have happened: the executor treats it as failed).
@@ -69,7 +73,8 @@ class NodeDriver(Protocol):
     @property
     def settle_time(self) -> float:
         """Seconds a "not signing" answer must hold after a call that failed before the node
-        counts as silent: at least the longest a call of this driver can take to land."""
+        counts as silent: at least the longest a call of this driver can take to land (for
+        HTTP drivers, the transport's total deadline connect_timeout + timeout)."""
         ...
 
     def status(self) -> NodeStatus: ...
@@ -90,7 +95,7 @@ class Fencer(Protocol):
     """An extra fence level (power switch, stop command), tried after the driver's own fence.
 
     Same rules as NodeDriver.fence: return only when the fence is confirmed, raise DriverError
-    otherwise; idempotent; bounded by its timeout. `plan` sends nothing.
+    otherwise; idempotent; bounded by its total deadline and byte cap. `plan` sends nothing.
     """
 
     @property

@@ -1,17 +1,29 @@
-"""The `command` driver and fence level: argv without a shell, bounded by a timeout."""
+"""The `command` driver and fence level: argv without a shell, bounded by a timeout.
+
+A command's output is bounded like a node's HTTP answer (its stdout may be a node's, e.g. over
+ssh): at most COMMAND_MAX_BYTES of stdout and of stderr are read; more fails the step. On a
+timeout or too much output the command's whole process group is killed, so a script's children
+(ssh, curl) do not outlive it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import selectors
+import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from ..config import CommandDriverConfig, CommandFenceConfig
 from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
 
 _KEEP = 2000  # characters of stdout/stderr kept in the journal
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+COMMAND_MAX_BYTES = 1024 * 1024  # of stdout, and of stderr, per command
 
 
 def context_env(ctx: ActionContext | None, action: str, node: str) -> dict[str, str]:
@@ -31,24 +43,77 @@ def context_env(ctx: ActionContext | None, action: str, node: str) -> dict[str, 
 def run(
     argv: Sequence[str], extra_env: Mapping[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv; raise DriverError on a missing binary or a timeout (the child is killed)."""
+    """Run argv; raise DriverError on a missing binary, a timeout or too much output (the
+    command and everything it started in its process group are killed)."""
     env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ} | dict(extra_env)
+    deadline = time.monotonic() + timeout
     try:
-        return subprocess.run(
+        proc = subprocess.Popen(
             list(argv),
             env=env,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, killed as a whole
         )
-    except subprocess.TimeoutExpired:
-        raise DriverError(f"{argv[0]} timed out after {timeout:g}s and was killed") from None
     except OSError as exc:
         raise DriverError(f"{argv[0]} could not run: {exc.strerror}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        out, err = _collect(argv[0], proc.stdout, proc.stderr, deadline, timeout)
+        try:
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise _timed_out(argv[0], timeout) from None
+    except DriverError:
+        _kill_group(proc)
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    return subprocess.CompletedProcess(
+        list(argv),
+        code,
+        out.decode("utf-8", errors="replace"),
+        err.decode("utf-8", errors="replace"),
+    )
+
+
+def _timed_out(name: str, timeout: float) -> DriverError:
+    return DriverError(f"{name} timed out after {timeout:g}s and was killed")
+
+
+def _collect(
+    name: str, stdout: IO[bytes], stderr: IO[bytes], deadline: float, timeout: float
+) -> tuple[bytes, bytes]:
+    """Read both pipes to their end, within the deadline and the byte cap."""
+    bufs = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as sel:
+        for pipe in (stdout, stderr):
+            sel.register(pipe, selectors.EVENT_READ)
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timed_out(name, timeout)
+            for key, _ in sel.select(remaining):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                buf = bufs[key.fd]
+                if len(buf) + len(chunk) > COMMAND_MAX_BYTES:
+                    which = "stdout" if key.fileobj is stdout else "stderr"
+                    raise DriverError(
+                        f"{name} wrote more than {COMMAND_MAX_BYTES} bytes to {which} and was killed"
+                    )
+                buf += chunk
+    return bytes(bufs[stdout.fileno()]), bytes(bufs[stderr.fileno()])
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _outcome(proc: subprocess.CompletedProcess[str]) -> dict[str, str | int]:

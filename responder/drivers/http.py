@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from ..config import HttpDriverConfig, HttpFenceConfig, read_secret
+from ..config import ConfigError, HttpDriverConfig, HttpFenceConfig, read_secret
 from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+from .transport import (
+    AGENT_MAX_BYTES,
+    SUMMARY_CHARS,
+    Answer,
+    Limits,
+    Transport,
+    error_summary,
+    tls_verify,
+)
 
 _MAX_KEEP = 2000  # characters of a response body kept in the journal
 
 
-def _headers(token_file: Path | None, what: str) -> dict[str, str]:
+def _token(token_file: Path | None, what: str) -> str | None:
+    if token_file is None:
+        return None
+    try:
+        return read_secret(token_file, what).value
+    except ConfigError as exc:
+        raise DriverError(str(exc)) from None
+
+
+def _headers(token: str | None) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "User-Agent": "responder"}
-    if token_file is not None:
-        headers["Authorization"] = f"Bearer {read_secret(token_file, what).value}"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     return headers
 
 
@@ -30,88 +45,65 @@ def _planned_headers(token_file: Path | None) -> dict[str, str]:
     return headers
 
 
-def _send(
-    session: requests.Session,
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    body: Any,
-    timeouts: tuple[float, float],
-) -> requests.Response:
+def _json_object(answer: Answer, what: str) -> dict[str, Any]:
+    """The answer as a JSON object; the body is never quoted (it may echo secrets)."""
     try:
-        return session.request(
-            method, url, headers=dict(headers), json=body, timeout=timeouts, allow_redirects=False
-        )
-    except requests.Timeout:
-        raise DriverError(f"{method} {url} timed out after {timeouts[1]:g}s") from None
-    except requests.ConnectionError as exc:
-        raise DriverError(f"{method} {url} failed to connect: {type(exc).__name__}") from None
-    except requests.RequestException as exc:
-        raise DriverError(f"{method} {url} failed: {type(exc).__name__}") from None
-
-
-def _json_object(resp: requests.Response, what: str) -> dict[str, Any]:
-    try:
-        data = resp.json()
+        data = answer.json()
     except ValueError:
-        raise DriverError(f"{what}: response is not JSON: {resp.text[:200]!r}") from None
+        raise DriverError(f"{what}: response is not JSON") from None
     if not isinstance(data, dict):
         raise DriverError(f"{what}: response is not a JSON object")
     return data
 
 
+def _short(value: Any) -> str:
+    """A value from an answer, as JSON, cut to a readable length."""
+    text = json.dumps(value)
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+
 class HttpDriver:
     """GET /status, POST /fence, POST /activate on a small agent next to the node."""
 
-    def __init__(
-        self, node: str, config: HttpDriverConfig, session: requests.Session | None = None
-    ):
+    def __init__(self, node: str, config: HttpDriverConfig) -> None:
         self.node = node
         self.config = config
-        self._session = session or requests.Session()
+        self._transport = Transport(
+            limits=Limits(config.connect_timeout, config.timeout, AGENT_MAX_BYTES),
+            verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
+        )
 
     def _url(self, action: str) -> str:
         path = getattr(self.config.paths, action)
         return f"{self.config.url}{path}"
 
-    def _timeouts(self) -> tuple[float, float]:
-        return (self.config.connect_timeout, self.config.timeout)
-
-    def _headers(self) -> dict[str, str]:
-        return _headers(self.config.token_file, f"{self.node} driver.token_file")
+    def _call(self, method: str, url: str, body: Any = None) -> Answer:
+        token = _token(self.config.token_file, f"{self.node} driver.token_file")
+        answer = self._transport.request(method, url, headers=_headers(token), body=body)
+        if answer.status != 200:
+            summary = error_summary(answer, [token] if token else [])
+            raise DriverError(f"{method} {url} answered {answer.status}{summary}")
+        return answer
 
     def status(self) -> NodeStatus:
         url = self._url("status")
-        resp = _send(
-            self._session, "GET", url, headers=self._headers(), body=None, timeouts=self._timeouts()
-        )
-        if resp.status_code != 200:
-            raise DriverError(f"GET {url} answered {resp.status_code}")
-        data = _json_object(resp, f"GET {url}")
+        data = _json_object(self._call("GET", url), f"GET {url}")
         healthy, signing = data.get("healthy"), data.get("signing")
         if not isinstance(healthy, bool) or not isinstance(signing, bool):
-            raise DriverError(f"GET {url}: expected boolean 'healthy' and 'signing', got {data}")
+            raise DriverError(
+                f"GET {url}: expected boolean 'healthy' and 'signing', got "
+                f"healthy={_short(healthy)}, signing={_short(signing)}"
+            )
         return NodeStatus(healthy=healthy, signing=signing, detail=json.dumps(data)[:_MAX_KEEP])
 
     def _mutate(self, action: Action, ctx: ActionContext) -> StepResult:
         url = self._url(action)
         want = action == "activate"
-        resp = _send(
-            self._session,
-            "POST",
-            url,
-            headers=self._headers(),
-            body=self._body(ctx),
-            timeouts=self._timeouts(),
-        )
-        if resp.status_code != 200:
-            raise DriverError(f"POST {url} answered {resp.status_code}: {resp.text[:200]!r}")
-        data = _json_object(resp, f"POST {url}")
+        data = _json_object(self._call("POST", url, self._body(ctx)), f"POST {url}")
         signing = data.get("signing")
         if signing is not want:
             raise DriverError(
-                f"POST {url} answered 200 but 'signing' is {json.dumps(signing)}, "
+                f"POST {url} answered 200 but 'signing' is {_short(signing)}, "
                 f"so the {action} is not confirmed"
             )
         return StepResult(detail=f"POST {url}: signing={json.dumps(signing)}", data=data)
@@ -129,8 +121,9 @@ class HttpDriver:
 
     @property
     def settle_time(self) -> float:
-        """connect_timeout + timeout: a request the agent accepted lands within that."""
-        return self.config.connect_timeout + self.config.timeout
+        """connect_timeout + timeout: the transport's total deadline for a call, so a request
+        the agent accepted lands within that or the responder had cut it."""
+        return self._transport.limits.total
 
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
@@ -149,13 +142,15 @@ class HttpFencer:
         node: str,
         index: int,
         config: HttpFenceConfig,
-        session: requests.Session | None = None,
-    ):
+    ) -> None:
         self._name = f"http:{config.method} {config.url}"
         self.node = node
         self.index = index
         self.config = config
-        self._session = session or requests.Session()
+        self._transport = Transport(
+            limits=Limits(config.connect_timeout, config.timeout, AGENT_MAX_BYTES),
+            verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
+        )
 
     @property
     def name(self) -> str:
@@ -163,26 +158,21 @@ class HttpFencer:
 
     def fence(self, ctx: ActionContext) -> StepResult:
         cfg = self.config
-        headers = _headers(cfg.token_file, f"{self.node} fence_levels[{self.index}].token_file")
+        token = _token(cfg.token_file, f"{self.node} fence_levels[{self.index}].token_file")
         body = dict(cfg.body) if cfg.body is not None else None
-        resp = _send(
-            self._session,
-            cfg.method,
-            cfg.url,
-            headers=headers,
-            body=body,
-            timeouts=(cfg.connect_timeout, cfg.timeout),
-        )
-        if resp.status_code not in cfg.expect_status:
-            raise DriverError(f"{cfg.method} {cfg.url} answered {resp.status_code}")
+        answer = self._transport.request(cfg.method, cfg.url, headers=_headers(token), body=body)
+        if answer.status not in cfg.expect_status:
+            summary = error_summary(answer, [token] if token else [])
+            raise DriverError(f"{cfg.method} {cfg.url} answered {answer.status}{summary}")
         if cfg.expect_json is not None:
-            data = _json_object(resp, f"{cfg.method} {cfg.url}")
+            data = _json_object(answer, f"{cfg.method} {cfg.url}")
             wrong = {k: data.get(k) for k, v in cfg.expect_json.items() if data.get(k) != v}
             if wrong:
                 raise DriverError(
-                    f"{cfg.method} {cfg.url}: expected {dict(cfg.expect_json)}, got {wrong}"
+                    f"{cfg.method} {cfg.url}: expected {_short(dict(cfg.expect_json))}, "
+                    f"got {_short(wrong)}"
                 )
-        return StepResult(detail=f"{cfg.method} {cfg.url} answered {resp.status_code}")
+        return StepResult(detail=f"{cfg.method} {cfg.url} answered {answer.status}")
 
     def plan(self, ctx: ActionContext) -> PlannedCall:
         cfg = self.config

@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
-
-import requests
 
 from ..config import ConfigError, EthereumConfig, KeymanagerDriverConfig, PairConfig, read_secret
 from ..eip3076 import InterchangeError, as_text, check_handoff, parse_interchange
 from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+from .transport import (
+    KEYMANAGER_BYTES_PER_KEY,
+    KEYMANAGER_MAX_BYTES,
+    Limits,
+    Transport,
+    error_summary,
+    tls_verify,
+)
 
 HISTORY_KEY = "slashing_protection"
 # a spec-conforming DELETE answers these per key when the key no longer signs here
 _STOPPED = {"local": {"deleted", "not_active"}, "remote": {"deleted", "not_found"}}
-
-
-def tls_verify(ca_file: Path | None, insecure: bool) -> bool | str:
-    """requests' `verify`: a CA file, or False only when explicitly asked for (lab use)."""
-    if insecure:
-        return False
-    return str(ca_file) if ca_file is not None else True
 
 
 class KeymanagerDriver:
@@ -38,7 +36,6 @@ class KeymanagerDriver:
         node: str,
         config: KeymanagerDriverConfig,
         pair: PairConfig,
-        session: requests.Session | None = None,
     ) -> None:
         if pair.ethereum is None:  # the config validator guarantees it; keep mypy honest
             raise ConfigError([f"pair {pair.name}: ethereum section required"])
@@ -46,8 +43,13 @@ class KeymanagerDriver:
         self.config = config
         self.eth: EthereumConfig = pair.ethereum
         self.pubkeys = tuple(k.lower() for k in self.eth.pubkeys)
-        self._session = session or requests.Session()
-        self._session.verify = tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify)
+        # a listing of every key the client holds, or the pair's keys' EIP-3076 history
+        cap = KEYMANAGER_MAX_BYTES + KEYMANAGER_BYTES_PER_KEY * len(self.pubkeys)
+        self._transport = Transport(
+            limits=Limits(config.connect_timeout, config.timeout, cap),
+            verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
+            tls_hint=" (see tls.ca_file)",
+        )
 
     @property
     def needs_handoff(self) -> bool:
@@ -55,47 +57,38 @@ class KeymanagerDriver:
 
     @property
     def settle_time(self) -> float:
-        """connect_timeout + timeout, plus 1 s per key in local mode: clients decrypt about one
-        keystore a second, so an import the responder gave up on can land that much later."""
+        """connect_timeout + timeout (the transport's total deadline for a call), plus 1 s per
+        key in local mode: clients decrypt about one keystore a second, so an import the
+        responder gave up on can land that much later."""
         per_key = 1.0 * len(self.pubkeys) if self.config.mode == "local" else 0.0
-        return self.config.connect_timeout + self.config.timeout + per_key
+        return self._transport.limits.total + per_key
 
     @property
     def _path(self) -> str:
         return "/eth/v1/keystores" if self.config.mode == "local" else "/eth/v1/remotekeys"
 
-    def _request(self, method: str, body: Any = None) -> Any:
+    def _request(self, method: str, body: Any = None, secrets: Sequence[str] = ()) -> Any:
+        """One call; a non-200 answer is reported by its status and at most a scrubbed summary
+        of its "message" (never the body: a client echoing the request would leak `secrets`)."""
         url = self.config.url + self._path
         headers = {"Accept": "application/json"}
+        token = None
         if self.config.token_file is not None:
             try:
                 token = read_secret(self.config.token_file, f"{self.node} driver.token_file").value
             except ConfigError as exc:
                 raise DriverError(str(exc)) from None
             headers["Authorization"] = f"Bearer {token}"
-        try:
-            resp = self._session.request(
-                method,
-                url,
-                headers=headers,
-                json=body,
-                timeout=(self.config.connect_timeout, self.config.timeout),
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise DriverError(f"{method} {url} timed out after {self.config.timeout:g}s") from None
-        except requests.exceptions.SSLError:
+        answer = self._transport.request(method, url, headers=headers, body=body)
+        if answer.status in (401, 403):
+            raise DriverError(f"{method} {url} answered {answer.status}: check the API token")
+        if answer.status != 200:
+            known = [*secrets, token] if token else list(secrets)
             raise DriverError(
-                f"{method} {url}: TLS verification failed (see tls.ca_file)"
-            ) from None
-        except requests.RequestException as exc:
-            raise DriverError(f"{method} {url} failed: {type(exc).__name__}") from None
-        if resp.status_code in (401, 403):
-            raise DriverError(f"{method} {url} answered {resp.status_code}: check the API token")
-        if resp.status_code != 200:
-            raise DriverError(f"{method} {url} answered {resp.status_code}: {resp.text[:200]!r}")
+                f"{method} {url} answered {answer.status}{error_summary(answer, known)}"
+            )
         try:
-            return resp.json()
+            return answer.json()
         except ValueError:
             raise DriverError(f"{method} {url}: response is not JSON") from None
 
@@ -223,7 +216,8 @@ class KeymanagerDriver:
 
     def activate(self, ctx: ActionContext) -> StepResult:
         body = self._activation_body(ctx)
-        answer = self._request("POST", body)
+        secrets = [*body.get("keystores", ()), *body.get("passwords", ())]
+        answer = self._request("POST", body, secrets)
         what = f"POST {self._path} on {self.node}"
         statuses = self._statuses(answer, what)
         per_key = dict(zip(self.pubkeys, statuses, strict=True))
