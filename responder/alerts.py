@@ -1,7 +1,9 @@
 """Alertmanager webhook payloads (version 4): strict validation into frozen objects.
 
 Unknown extra fields are ignored (Alertmanager may add some); missing or mistyped fields the
-responder relies on are rejected with a message naming the field.
+responder relies on are rejected with a message naming the field. Bodies are decoded strictly
+(UTF-8, valid Unicode strings, bounded nesting and integers): whatever cannot be recorded as text
+is the sender's error (400), never the responder's (5xx, which Alertmanager would retry).
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)"
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)",
+    re.ASCII,  # \d must not match other scripts' digits (fullwidth or Arabic-Indic years)
 )
 EARLIEST_YEAR, LATEST_YEAR = 2000, 2199  # an alert outside these years cannot be right
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
+MAX_JSON_DEPTH = 32  # a notification nests 4 deep (body, alerts, alert, labels)
+MAX_INT_DIGITS = 100  # far past any real value; Python refuses 4300 with an internal hint
+MAX_TRUNCATED_ALERTS = 2**31  # truncatedAlerts must stay far inside SQLite's 64-bit INTEGER
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_timestamp(value: str, *, allow_zero: bool = False) -> str:
@@ -43,7 +50,63 @@ def check_timestamp(value: str, *, allow_zero: bool = False) -> str:
 
 
 class PayloadError(ValueError):
-    """The request body is not a usable Alertmanager v4 notification."""
+    """The request body is not usable JSON, or not a usable Alertmanager v4 notification."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise PayloadError(f"body has an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise PayloadError(f"body is not valid JSON: {name} is not a JSON value")
+
+
+def _check_tree(data: Any) -> None:
+    """Bound nesting and refuse lone surrogates ("\\ud800" escapes), without recursion."""
+    stack: list[tuple[Any, int]] = [([data], 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise PayloadError(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        for item in items:
+            if isinstance(item, str):
+                if not item.isascii() and _SURROGATE.search(item):
+                    raise PayloadError(
+                        'body has a string with a lone surrogate (e.g. "\\ud800"); '
+                        "strings must be valid Unicode"
+                    )
+            elif isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a request body as strict JSON; raise PayloadError naming the problem.
+
+    UTF-8 only (RFC 8259; Alertmanager sends nothing else), no NaN/Infinity, integers of at most
+    MAX_INT_DIGITS digits, nesting at most MAX_JSON_DEPTH deep, strings valid Unicode: anything else could
+    not be stored as text, or would exhaust the recursion limit, further on.
+    """
+    if b"\x00" in body:
+        raise PayloadError("body is not valid JSON: it must be UTF-8 (NUL bytes: UTF-16 or -32?)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(
+            f"body is not valid JSON: it must be UTF-8 (invalid UTF-8 at byte {exc.start})"
+        ) from None
+    try:
+        data = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except PayloadError:
+        raise
+    except RecursionError:
+        raise PayloadError(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    _check_tree(data)
+    return data
 
 
 class _AlertModel(BaseModel):
@@ -79,7 +142,7 @@ class _NotificationModel(BaseModel):
     commonLabels: dict[str, str] = Field(default_factory=dict)
     externalURL: str = ""
     groupKey: str
-    truncatedAlerts: int = Field(default=0, ge=0)
+    truncatedAlerts: int = Field(default=0, ge=0, lt=MAX_TRUNCATED_ALERTS)
 
 
 @dataclass(frozen=True)
@@ -135,15 +198,12 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 def parse_notification(body: bytes) -> Notification:
     """Decode and validate one webhook body; raise PayloadError with the first problems."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    data = decode_json(body)
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (an Alertmanager v4 notification)")
     if "version" in data and data["version"] != "4":
         raise PayloadError(
-            f"version: unsupported webhook version {data['version']!r}, expected '4'"
+            f"version: unsupported webhook version {repr(data['version'])[:40]}, expected '4'"
         )
     try:
         model = _NotificationModel.model_validate(data)

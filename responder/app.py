@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
-from .alerts import PayloadError, parse_notification
+from .alerts import PayloadError, decode_json, parse_notification
 from .clock import Clock
 from .config import Config, Secret, Secrets
 from .drivers import NodeHandle
@@ -22,6 +24,9 @@ from .service import Responder, failover_summary
 from .store import Store
 
 log = logging.getLogger("responder.app")
+
+_INT64 = re.compile(r"-?[0-9]{1,19}")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # SQLite INTEGER
 
 
 def _bearer_check(secret: Secret | None) -> Callable[[], tuple[int, str] | None]:
@@ -39,6 +44,46 @@ def _bearer_check(secret: Secret | None) -> Callable[[], tuple[int, str] | None]
         return None
 
     return check
+
+
+def _read_body(cap: int) -> bytes:
+    """The whole request body, however it is framed; 413 beyond `cap` bytes, 400 if malformed.
+
+    Werkzeug's max_content_length stops a streamed (chunked) body at the limit and returns the
+    truncated prefix; reading up to one byte past `cap` tells "too large" from "exactly cap".
+    A server failing to deframe the body is the client's error, whatever it raises (gunicorn's
+    InvalidChunkSize is no OSError, so werkzeug lets it through as a 500).
+    """
+    too_large = RequestEntityTooLarge(f"body exceeds max_body_bytes ({cap} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        stream = get_input_stream(request.environ, max_content_length=cap + 1)
+        while size <= cap:
+            chunk = stream.read(min(64 * 1024, cap + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    except ClientDisconnected:
+        raise BadRequest("request body is incomplete or its chunked framing is malformed") from None
+    except Exception as exc:
+        raise BadRequest(f"request body is malformed ({type(exc).__name__})") from None
+    if size > cap:
+        raise too_large
+    return b"".join(chunks)
+
+
+def _query_int(name: str) -> int | None:
+    """A query argument as a 64-bit integer, None when absent; 400 otherwise (SQLite overflows)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if _INT64.fullmatch(raw) is None or not INT64_MIN <= int(raw) <= INT64_MAX:
+        raise BadRequest(f"{name} must be an integer between -2^63 and 2^63-1")
+    return int(raw)
 
 
 def _error(status: int, message: str) -> Response:
@@ -75,6 +120,31 @@ def create_app(
     def _http_error(exc: HTTPException) -> Response:
         return _error(exc.code or 500, exc.description or exc.name)
 
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        """Safety net: no internals reach the client; input that cannot be decoded is a 400."""
+        if isinstance(exc, RecursionError | UnicodeError):
+            log.warning(
+                "request refused: %s while decoding it",
+                type(exc).__name__,
+                extra={"status": 400, "path": request.path},
+            )
+            return _error(
+                400, "request could not be decoded (nested too deep or not valid Unicode)"
+            )
+        log.exception("unexpected error", extra={"status": 500, "path": request.path})
+        return _error(500, "internal error; the responder log has the details")
+
+    def json_body() -> Any:
+        """The request body as strict JSON with the webhook's caps; None when empty."""
+        raw = _read_body(config.max_body_bytes)
+        if not raw.strip():
+            return None
+        try:
+            return decode_json(raw)
+        except PayloadError as exc:
+            raise BadRequest(str(exc)) from None
+
     @app.post("/webhook")
     def webhook() -> Response:
         started = time.perf_counter()
@@ -86,10 +156,12 @@ def create_app(
                 log.warning("webhook %s: %s", outcome, denied[1], extra={"status": denied[0]})
                 return _error(*denied)
             try:
-                body = request.get_data(cache=False)
-            except RequestEntityTooLarge:
-                metrics.notifications.labels(outcome="too_large").inc()
-                return _error(413, f"body exceeds max_body_bytes ({config.max_body_bytes} bytes)")
+                body = _read_body(config.max_body_bytes)
+            except HTTPException as exc:
+                outcome = "too_large" if exc.code == 413 else "bad_request"
+                metrics.notifications.labels(outcome=outcome).inc()
+                log.warning("webhook rejected: %s", exc.description, extra={"status": exc.code})
+                return _error(exc.code or 400, exc.description or exc.name)
             try:
                 notification = parse_notification(body)
             except PayloadError as exc:
@@ -141,13 +213,9 @@ def create_app(
         pair = request.args.get("pair")
         if pair is not None and pair not in {p.name for p in config.pairs}:
             return _error(404, f"unknown pair {pair!r}")
-        try:
-            limit = min(max(int(request.args.get("limit", "100")), 1), 1000)
-            before = request.args.get("before")
-            before_id = int(before) if before is not None else None
-        except ValueError:
-            return _error(400, "limit and before must be integers")
-        rows = store.list_events(pair=pair, limit=limit, before=before_id)
+        asked = _query_int("limit")
+        limit = min(max(100 if asked is None else asked, 1), 1000)
+        rows = store.list_events(pair=pair, limit=limit, before=_query_int("before"))
         return jsonify({"events": [e.to_json() for e in rows]})
 
     @app.get("/api/v1/failovers/<failover_id>")
@@ -190,11 +258,11 @@ def create_app(
 
     @app.post("/api/v1/pairs/<pair>/failover")
     def manual(pair: str) -> Response:
-        body = request.get_json(silent=True)
+        if (denied := operator_guard()) is not None:
+            return denied
+        body = json_body()
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, str) or not target:
-            if (denied := operator_guard()) is not None:
-                return denied
             return _error(400, 'body must be {"target": "<node name>"}')
         return control(pair, lambda by: responder.manual_failover(pair, target, by))
 
@@ -210,7 +278,7 @@ def create_app(
     def adopt(pair: str) -> Response:
         if (denied := operator_guard()) is not None:
             return denied
-        body = request.get_json(silent=True)
+        body = json_body()
         node = body.get("node") if isinstance(body, dict) else None
         if not isinstance(node, str) or not node:
             return _error(400, 'body must be {"node": "<node name>"}')
