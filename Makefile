@@ -44,6 +44,7 @@ serve: $(STAMP) $(DEMO_SECRETS)
 
 bench: $(STAMP)
 	$(PY) bench/webhook_latency.py
+	$(PY) bench/slow_clients.py
 
 clean:
 	rm -rf $(VENV) var examples/var .pytest_cache .mypy_cache .ruff_cache

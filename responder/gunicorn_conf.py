@@ -22,8 +22,11 @@ except ConfigError as exc:
 
 bind = os.environ.get("RESPONDER_BIND", _config.listen)
 workers = int(os.environ.get("RESPONDER_WORKERS", _config.workers))
-worker_class = "gthread"
+# gthread that reads each request on its event loop before a thread serves it: slow clients
+# cost a socket, not a thread, and are dropped after 5 s (head) / 10 s (body). See worker.py.
+worker_class = "responder.worker.BufferingThreadWorker"
 threads = 4
+keepalive = 2  # seconds an idle connection waits for its next request (gunicorn's default)
 timeout = 30
 graceful_timeout = 10
 accesslog = None
