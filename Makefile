@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/responder.yml
 
-.PHONY: venv system-packages test demo serve lint bench clean
+.PHONY: venv system-packages test demo serve lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ serve: $(STAMP) $(DEMO_SECRETS)
 bench: $(STAMP)
 	$(PY) bench/webhook_latency.py
 	$(PY) bench/slow_clients.py
+
+# The seeded chaos campaign (docs/safety.md): 1,000 randomized scenarios, in-process and against
+# gunicorn; exits non-zero on any invariant violation. `make chaos SEED=7` runs another campaign.
+SEED ?= 20261126
+chaos: $(STAMP) system-packages
+	$(PY) -m tests.chaos --scenarios 1000 --seed $(SEED)
+	RESPONDER_FUZZ_EXAMPLES=10000 RESPONDER_FUZZ_SEED=$(SEED) $(PY) -m pytest -q -p no:cacheprovider tests/test_webhook_fuzz.py
 
 clean:
 	rm -rf $(VENV) var examples/var .pytest_cache .mypy_cache .ruff_cache

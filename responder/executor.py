@@ -22,7 +22,7 @@ from .failover import Failover, Step
 from .liveness import BeaconClient, liveness_step
 from .metrics import Metrics
 from .observation import NodeObservation
-from .policy import Event, FailoverEnded, NodeFenced, decide, reconcile
+from .policy import Event, FailoverEnded, NodeFenced, NodeInDoubt, decide, reconcile
 from .state import PairState
 from .store import EventRecord, Store
 
@@ -328,6 +328,7 @@ class Executor:
             dry_run=f.dry_run,
             fenced_nodes=tuple(kw.pop("fenced_nodes", ())),
             unknown_nodes=dict(kw.pop("unknown_nodes", {})),
+            verified_silent=tuple(kw.pop("verified_silent", ())),
         )
         level = logging.INFO if step is Step.DONE else logging.ERROR
         log.log(
@@ -587,6 +588,9 @@ class Executor:
 
     def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:
         handle = self.nodes[(f.pair, f.target)]
+        if resumed and not f.dry_run and (earlier := self._failed_before(f)) is not None:
+            # the activation failed before a restart: never send it again, finish the clean-up
+            return self._failed_activation(f, ctx, handle, DriverError(earlier))
         if resumed and not f.dry_run:
             obs = self.observe(f.pair, f.target)
             if not obs.reachable:
@@ -612,6 +616,8 @@ class Executor:
         if f.dry_run:
             self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx))
             return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
+        # from here on the target may start signing at any moment: say so until verified
+        self._pair_event(f, NodeInDoubt(f.id, f.target, "its activation is in progress"))
         self._journal(f, "begin", {"activate": f.target})
         started = time.perf_counter()
         try:
@@ -633,6 +639,36 @@ class Executor:
             f, Step.DONE, f"{f.source or 'nothing'} fenced, {f.target} active (verified signing)"
         )
 
+    def _failed_before(self, f: Failover) -> str | None:
+        """Why the journal says this failover's activation already failed, if it does."""
+        for entry in self.store.journal(f.id):
+            detail = entry.detail
+            if detail.get("activate") == f.target and detail.get("confirmed") is False:
+                return f"before a restart: {detail.get('error', 'the activation failed')}"
+            if detail.get("verify_activation") == f.target and detail.get("observed") != "signing":
+                return f"before a restart: {f.target} then answered {detail.get('observed')}"
+        return None
+
+    def _pair_event(self, f: Failover, event: Event) -> None:
+        """Tell the policy something mid-step (the record changes at once), journaled."""
+        now, rt = self.clock.now(), self.time.now()
+        pair = self.config.pair(f.pair)
+        with self.store.transaction() as txn:
+            txn.update_failover(f, self.owner)
+            state = txn.load_pair(f.pair) or PairState.initial(pair, rt)
+            decision = decide(reconcile(state, pair), event, rt, pair)
+            txn.save_pair(decision.state)
+            txn.append_journal(f.id, now, f.step.value, "note", {"pair_event": decision.reason})
+            txn.add_event(
+                EventRecord(
+                    now,
+                    f.pair,
+                    f"failover:{type(event).__name__.lower()}",
+                    decision.reason,
+                    failover_id=f.id,
+                )
+            )
+
     def _failed_activation(
         self, f: Failover, ctx: ActionContext, handle: NodeHandle, exc: DriverError
     ) -> Failover:
@@ -642,6 +678,9 @@ class Executor:
         target is unknown until "not signing" has held for its settle time, fencing it again
         whenever it answers signing. Only a verified answer becomes advice to an operator.
         """
+        self._pair_event(
+            f, NodeInDoubt(f.id, f.target, f"its activation failed ({exc}) and may still land")
+        )
         try:
             _guard(lambda: handle.driver.fence(ctx))
             self._journal(f, "note", {"fence_back": f.target, "claimed": True})
@@ -655,7 +694,9 @@ class Executor:
                 f"activation of {f.target} failed ({exc}); {f.target} was fenced back and "
                 f"{why}, so no node signs: repair it, then fail over by hand"
             )
-            return self._end(f, Step.FAILED, reason, fenced_nodes=(f.target,))
+            return self._end(
+                f, Step.FAILED, reason, fenced_nodes=(f.target,), verified_silent=(f.target,)
+            )
         reason = (
             f"activation of {f.target} failed ({exc}) and {f.target} MAY BE SIGNING: {why}. "
             f"Check {f.target} by hand before anything else"

@@ -54,6 +54,15 @@ class NodeFenced:
 
 
 @dataclass(frozen=True)
+class NodeInDoubt:
+    """A call to `node` failed in a way that may still take effect: it may be signing."""
+
+    failover_id: str
+    node: str
+    why: str
+
+
+@dataclass(frozen=True)
 class FailoverEnded:
     failover_id: str
     outcome: str  # "done" | "failed" | "aborted"
@@ -63,6 +72,8 @@ class FailoverEnded:
     fenced_nodes: tuple[str, ...] = ()
     # nodes left in doubt (a call was cut and no verified answer held), with why
     unknown_nodes: Mapping[str, str] = field(default_factory=dict)
+    # nodes whose "not signing" answers held for their settle time: any doubt is lifted
+    verified_silent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ Event = (
     AlertsReceived
     | Tick
     | NodeFenced
+    | NodeInDoubt
     | FailoverEnded
     | Pause
     | Resume
@@ -217,6 +229,11 @@ def _decide(state: PairState, event: Event, now: float, pair: PairConfig) -> Dec
         return Decision(state, (), state.reason, changed=False)
     if isinstance(event, NodeFenced):
         return _node_fenced(state, event, now)
+    if isinstance(event, NodeInDoubt):
+        _in_flight(state, event.failover_id)
+        reason = f"failover {event.failover_id}: {event.node} may be signing: {event.why}"
+        new = state.evolve(uncertain={**state.uncertain, event.node: event.why})
+        return Decision(_say(new, reason, now), (), reason, changed=True)
     if isinstance(event, FailoverEnded):
         return _failover_ended(state, event, now, pair)
     if isinstance(event, Pause):
@@ -530,7 +547,9 @@ def _failover_ended(
     roles = dict(state.roles)
     for node in event.fenced_nodes:
         roles[node] = Role.FENCED
-    uncertain = {**state.uncertain, **event.unknown_nodes}
+    uncertain = {
+        n: why for n, why in state.uncertain.items() if n not in event.verified_silent
+    } | dict(event.unknown_nodes)
     if event.outcome == "done":
         held = state.held_reason
         if event.activated is not None and not event.dry_run:
@@ -615,7 +634,13 @@ def _observed(state: PairState, event: Observed, now: float, pair: PairConfig) -
     for o in observations:
         settle = event.settle.get(o.node, 0.0)
         quiet = o.signing is False and o.quiet_since is not None
-        if o.node in uncertain and quiet and o.at - (o.quiet_since or o.at) >= settle:
+        in_flight_now = state.phase is Phase.FAILING_OVER  # its settle loop decides
+        if (
+            o.node in uncertain
+            and quiet
+            and not in_flight_now
+            and o.at - (o.quiet_since or o.at) >= settle
+        ):
             del uncertain[o.node]
             notes.append(f"{o.node} verified not signing for {o.at - (o.quiet_since or o.at):.0f}s")
     held = state.held_reason

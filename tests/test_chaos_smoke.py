@@ -1,0 +1,126 @@
+"""The chaos campaign (tests/chaos, docs/safety.md): a smoke share passes, and a broken build fails.
+
+The full campaign is `make chaos` (1,000 scenarios). Here a small share of it runs, and the
+checker is proven on two mutants of the executor: each copy of the `responder` package is
+patched, the campaign runs against the copy in a subprocess (PYTHONPATH puts the copy first),
+and it must exit non-zero naming the broken invariant.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import world as w
+from tests.chaos.campaign import quiet_logs, run_one
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def campaign(*args: str, cwd: Path = REPO, pythonpath: str | None = None) -> tuple[int, str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.chaos", "--jobs", "2", "--quiet", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_smoke_share_of_the_campaign_has_no_violation() -> None:
+    """30 in-process scenarios and 1 against gunicorn (index 7) break no invariant."""
+    code, out = campaign("--scenarios", "31", "--seed", "20261126")
+    assert "31 scenarios" in out and "real-process (gunicorn) 1" in out, out[-3000:]
+    assert code == 0, out[-6000:]
+    assert "violations: 0 in 0 scenarios" in out
+
+
+# (file, exact text, replacement, campaign filter)
+MUTANTS = {
+    # the standby is activated before the primary's fence is even sent
+    "activate-before-fence": (
+        "        if f.step is Step.FENCING:\n            f = self._fence(f, self._context(f))\n",
+        "        if f.step is Step.FENCING:\n"
+        "            _guard(lambda: self.nodes[(f.pair, f.target)].driver.activate(self._context(f)))\n"
+        "            f = self._fence(f, self._context(f))\n",
+        (),
+    ),
+    # a fence's claim is believed: no verifying read, no check that the others are silent
+    "believe-the-fence": (
+        "        if after_doubt:\n            return self._settle(",
+        '        return True, "believed"\n        if after_doubt:\n            return self._settle(',
+        ("--only", "primary=fence_lies"),
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_campaign_catches_a_build_that_activates_without_a_verified_fence(
+    tmp_path: Path, mutant: str
+) -> None:
+    """Against a responder whose executor does not wait for a verified fence, the campaign exits
+    non-zero reporting two signers or an activation without a verified fence."""
+    old, new, only = MUTANTS[mutant]
+    shutil.copytree(REPO / "responder", tmp_path / "responder")
+    executor = tmp_path / "responder" / "executor.py"
+    text = executor.read_text()
+    assert text.count(old) == 1, "the mutation no longer applies: update it to the executor"
+    if mutant == "believe-the-fence":
+        silent = "        if problems:\n            return False, "
+        assert text.count(silent) == 1, "the mutation no longer applies: update it"
+        text = text.replace(silent, '        return True, "unchecked", {}\n' + silent)
+    executor.write_text(text.replace(old, new))
+
+    code, out = campaign(
+        "--scenarios",
+        "200" if only else "40",
+        "--seed",
+        "1",
+        "--in-process-only",
+        *only,
+        cwd=tmp_path,
+        pythonpath=f"{tmp_path}{os.pathsep}{REPO}",
+    )
+    assert f"responder under test: {tmp_path / 'responder' / '__init__.py'}" in out, out[:2000]
+    assert code == 1, out[-4000:]
+    assert "two signers" in out or "activation without verified fence" in out, out[-4000:]
+    assert "VIOLATION in scenario 1:" in out and "--replay 1:" in out
+
+
+# Bugs the campaign found, each replayed from its seed (docs/safety.md, "Bugs the campaign found").
+FOUND = {
+    # the target read "not signing" while its cut activation could still land: status called it
+    # silent (it is now "may be signing" from the moment its activation is sent until verified)
+    "20261126:463": "target_unknown_while_its_activation_may_land",
+    "20261126:470": "target_unknown_while_its_activation_may_land",
+    "20261126:483": "target_unknown_while_its_activation_may_land",
+    # an activation that failed before a crash was sent again by the owner that resumed it
+    "20261126:1267": "failed_activation_not_sent_again_after_restart",
+    "20261126:2633": "failed_activation_not_sent_again_after_restart",
+    "20261126:3304": "failed_activation_not_sent_again_after_restart",
+}
+
+
+@pytest.mark.parametrize("key", sorted(FOUND), ids=[f"{k}-{v}" for k, v in sorted(FOUND.items())])
+def test_chaos_scenario_found_earlier_now_holds_every_invariant(key: str, tmp_path: Path) -> None:
+    """Each scenario in which the campaign once found a bug now breaks no invariant."""
+    seed, index = (int(part) for part in key.split(":"))
+    quiet_logs(verbose=False)
+    server = w.NodeServer().start()
+    try:
+        result = run_one(seed, index, server, tmp_path)
+    finally:
+        server.stop()
+    assert result.violations == [], "\n".join(result.violations + result.trace)
