@@ -8,6 +8,7 @@ and it must exit non-zero naming the broken invariant.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -117,10 +118,14 @@ FOUND = {
 def test_chaos_scenario_found_earlier_now_holds_every_invariant(key: str, tmp_path: Path) -> None:
     """Each scenario in which the campaign once found a bug now breaks no invariant."""
     seed, index = (int(part) for part in key.split(":"))
+    loggers = [logging.getLogger(name) for name in ("responder", "werkzeug")]
+    levels = [lg.level for lg in loggers]
     quiet_logs(verbose=False)
     server = w.NodeServer().start()
     try:
         result = run_one(seed, index, server, tmp_path)
     finally:
         server.stop()
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)  # later tests capture the product's logs
     assert result.violations == [], "\n".join(result.violations + result.trace)
