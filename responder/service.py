@@ -324,8 +324,8 @@ class Responder:
         states = {s.pair: s for s in self.store.list_pairs()}
         basis = states.get(pair_name)
         observations = tuple(self.executor.observe(pair_name, n.name) for n in pair.nodes)
-        self._observed_metrics(pair_name, observations)
-        settle = {n.name: self.nodes[(pair_name, n.name)].driver.settle_time for n in pair.nodes}
+        self.metrics.observations.labels(pair=pair_name).inc()
+        settle = self._settle_times(pair)
         event = Observed(
             observations,
             settle,
@@ -341,8 +341,9 @@ class Responder:
                 log.critical("split brain: %s", state.consistency_reason, extra={"pair": pair_name})
         return decision
 
-    def _observed_metrics(self, pair: str, observations: tuple[NodeObservation, ...]) -> None:
-        self.metrics.observations.labels(pair=pair).inc()
+    def _settle_times(self, pair: PairConfig) -> dict[str, float]:
+        """Each node's driver settle time: how long quiet answers must hold to lift a doubt."""
+        return {n.name: self.nodes[(pair.name, n.name)].driver.settle_time for n in pair.nodes}
 
     # ---- failovers ------------------------------------------------------------------------
 
@@ -398,7 +399,7 @@ class Responder:
         observations = tuple(self.store.observations(pair_name).values())
         if not observations:
             return
-        settle = {n.name: self.nodes[(pair_name, n.name)].driver.settle_time for n in pair.nodes}
+        settle = self._settle_times(pair)
         with self.store.transaction() as txn:
             decision = self._apply_guarded(
                 txn, pair, Observed(observations, settle), "observation", ""

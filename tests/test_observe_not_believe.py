@@ -30,15 +30,20 @@ from tests.serverproc import ServerProcess, free_port
 PAIR = "mainnet-a"
 
 
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeNode]]:
+def fake_pair(prefix: str = "") -> Iterator[dict[str, FakeNode]]:
+    """A signing node-a and a silent node-b, stopped when the test ends."""
     made = {
-        "node-a": FakeNode("node-a", signing=True, token=NODE_TOKEN).start(),
-        "node-b": FakeNode("node-b", signing=False, token=NODE_TOKEN).start(),
+        "node-a": FakeNode(f"{prefix}node-a", signing=True, token=NODE_TOKEN).start(),
+        "node-b": FakeNode(f"{prefix}node-b", signing=False, token=NODE_TOKEN).start(),
     }
     yield made
     for node in made.values():
         node.stop()
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, FakeNode]]:
+    yield from fake_pair()
 
 
 def node_entry(name: str, url: str, **driver: Any) -> dict[str, Any]:
@@ -248,13 +253,7 @@ def two_pairs(fakes_a: dict[str, FakeNode], fakes_b: dict[str, FakeNode]) -> dic
 
 @pytest.fixture
 def fakes_b() -> Iterator[dict[str, FakeNode]]:
-    made = {
-        "node-a": FakeNode("b-node-a", signing=True, token=NODE_TOKEN).start(),
-        "node-b": FakeNode("b-node-b", signing=False, token=NODE_TOKEN).start(),
-    }
-    yield made
-    for node in made.values():
-        node.stop()
+    yield from fake_pair("b-")
 
 
 @pytest.mark.parametrize(
