@@ -20,7 +20,7 @@ from .config import Config, Secret, Secrets
 from .drivers import NodeHandle
 from .metrics import Metrics, StateCollector, exposition
 from .policy import Acknowledge, Pause, Rejected, Resume
-from .service import Responder, failover_summary
+from .service import Responder, failover_summary, step_timings
 from .store import Store
 
 log = logging.getLogger("responder.app")
@@ -226,7 +226,9 @@ def create_app(
         if found is None:
             return _error(404, f"unknown failover {failover_id!r}")
         body = failover_summary(found)
-        body["journal"] = [j.to_json() for j in store.journal(failover_id)]
+        journal = store.journal(failover_id)
+        body["journal"] = [j.to_json() for j in journal]
+        body["timings"] = step_timings(journal)
         return jsonify(body)
 
     def control(pair: str, run: Callable[[str], Any]) -> Response:
@@ -265,6 +267,51 @@ def create_app(
         if not isinstance(target, str) or not target:
             return _error(400, 'body must be {"target": "<node name>"}')
         return control(pair, lambda by: responder.manual_failover(pair, target, by))
+
+    @app.post("/api/v1/pairs/<pair>/switchover")
+    def switchover(pair: str) -> Response:
+        if (denied := operator_guard()) is not None:
+            return denied
+        body = json_body()
+        target = body.get("target") if isinstance(body, dict) else None
+        if not isinstance(target, str) or not target:
+            return _error(
+                400, 'body must be {"target": "<node>", "safe_slots": <int>, "timeout": <seconds>}'
+            )
+        assert isinstance(body, dict)
+        slots, timeout = body.get("safe_slots", 0), body.get("timeout", 600)
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 0 <= slots <= 10_000:
+            return _error(400, "safe_slots must be an integer between 0 and 10000")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 86_400
+        ):
+            return _error(400, "timeout must be a number of seconds between 0 and 86400")
+        return control(
+            pair,
+            lambda by: responder.switchover(
+                pair, target, by, safe_slots=slots, timeout=float(timeout)
+            ),
+        )
+
+    @app.post("/api/v1/pairs/<pair>/drill")
+    def drill(pair: str) -> Response:
+        """Runs the drill in the request (read-only probes, bounded by the drivers' limits)."""
+        if (denied := operator_guard()) is not None:
+            return denied
+        if pair not in {p.name for p in config.pairs}:
+            return _error(404, f"unknown pair {pair!r}")
+        body = json_body()
+        fault = body.get("fault") if isinstance(body, dict) else None
+        if body is not None and (
+            not isinstance(body, dict) or (fault is not None and not isinstance(fault, str))
+        ):
+            return _error(400, 'body must be empty or {"fault": "<node>"}')
+        try:
+            return jsonify(responder.drill(pair, fault, operator_name()))
+        except Rejected as exc:
+            return _error(409, str(exc))
 
     @app.post("/api/v1/pairs/<pair>/confirm")
     def confirm(pair: str) -> Response:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .config import (
     check_driver_files,
     load_config,
     load_secrets,
+    parse_duration,
     permission_warnings,
     read_secret,
 )
@@ -89,6 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
     argv = [gunicorn, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
     os.execvpe(gunicorn, argv, env)  # noqa: S606 - argv is fixed, no shell
     return 0  # not reached
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class ApiError(Exception):
@@ -177,6 +186,15 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
             )
         if p["phase"] == "unreadable":
             continue
+        ready = p.get("readiness")
+        if ready:
+            details.append(f"  readiness ({ready['at']}): {ready['summary']}")
+        drill = p.get("drill")
+        if drill and drill.get("verdict"):
+            details.append(
+                f"  last drill ({drill['at']}, by {drill['by']}): {drill['verdict']}"
+                + (f"; blockers: {'; '.join(drill['blockers'])}" if drill.get("blockers") else "")
+            )
         if p["pending"] and p["pending"]["deadline"]:
             details.append(
                 f"  pending: failover at {p['pending']['deadline']} "
@@ -203,6 +221,63 @@ def format_events(events: list[dict[str, Any]]) -> str:
     for e in events:
         rows.append([str(e["id"]), iso(e["ts"]) or "", e["pair"], e["kind"], e["reason"]])
     return _table(rows)
+
+
+def format_drill(report: dict[str, Any]) -> str:
+    """A drill report for a terminal: verdict first, then what was checked and sent."""
+    mark = {True: "ok  ", False: "FAIL", None: "??  "}
+    lines = [f"drill {report['pair']}: {report['verdict']}"]
+    if report.get("source"):
+        lines.append(
+            f"  fault on {report['source']} -> failover to {report.get('target') or '(none)'}"
+        )
+    lines += [f"  note: {n}" for n in report.get("notes", [])]
+    if report.get("checks"):
+        lines.append("checks (read-only):")
+        lines += [f"  {mark[c['ok']]} {c['name']}: {c['reason']}" for c in report["checks"]]
+    if report.get("requests"):
+        lines.append("requests a real failover would send, in order (secrets redacted):")
+        for i, r in enumerate(report["requests"], 1):
+            when = f" [{r['when']}]" if r.get("when") else ""
+            lines.append(f"  {i}. {r['action']} {r['node']}: {r['description']}{when}")
+            body = r["request"].get("json")
+            if body is not None:
+                lines.append(f"     body: {json.dumps(body)[:300]}")
+    lines.append("blockers: " + ("none" if not report["blockers"] else ""))
+    lines += [f"  {b}" for b in report["blockers"]]
+    if report.get("warnings"):
+        lines.append("warnings:")
+        lines += [f"  {w}" for w in report["warnings"]]
+    lines.append(f"took {report['duration_seconds']}s; nothing was changed on any node")
+    return "\n".join(lines)
+
+
+def _journal_line(entry: dict[str, Any]) -> str:
+    detail = entry["detail"]
+    text = (
+        detail.get("reason")
+        or detail.get("note")
+        or detail.get("verification")
+        or detail.get("error")
+        or ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
+    )
+    return f"  {iso(entry['ts'])}  {entry['step']:<10} {entry['phase']:<5} {text}"
+
+
+def _follow(client: Client, failover_id: str, *, interval: float = 0.5) -> int:
+    """Print a failover's journal as it grows until it ends; 0 when it is done."""
+    seen = 0
+    while True:
+        body = client.call("GET", f"/api/v1/failovers/{failover_id}")
+        for entry in body["journal"][seen:]:
+            print(_journal_line(entry), flush=True)
+        seen = len(body["journal"])
+        if body["step"] in ("done", "failed", "aborted"):
+            timings = ", ".join(f"{k} {v:g}s" for k, v in body.get("timings", {}).items())
+            print(f"{failover_id}: {body['step']}: {body['outcome_reason']}")
+            print(f"timings: {timings}")
+            return 0 if body["step"] == "done" else 1
+        time.sleep(interval)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -233,6 +308,22 @@ def _control(args: argparse.Namespace) -> int:
         body = client.call("GET", "/api/v1/events", params=params)
         print(json.dumps(body, indent=2) if args.json else format_events(body["events"]))
         return 0
+    if cmd == "drill":
+        client.timeout = 300.0  # every probe and check, each bounded by its driver's limits
+        payload = {"fault": args.fault} if args.fault else None
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/drill", json=payload)
+        print(json.dumps(body, indent=2) if args.json else format_drill(body))
+        return 0 if body["ok"] else 3
+    if cmd == "switchover":
+        payload = {"target": args.to, "safe_slots": args.safe_slots, "timeout": args.timeout}
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/switchover", json=payload)
+        if args.json and args.no_wait:
+            print(json.dumps(body, indent=2))
+            return 0
+        print(body["reason"], flush=True)
+        if args.no_wait:
+            return 0
+        return _follow(client, body["failover_id"])
     if cmd == "failover":
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/failover", json={"target": args.to})
     elif cmd == "unfence":
@@ -289,6 +380,38 @@ def build_parser() -> argparse.ArgumentParser:
     unfence = sub.add_parser("unfence", parents=[client], help="return a repaired node to standby")
     unfence.add_argument("pair")
     unfence.add_argument("node")
+    drill = sub.add_parser(
+        "drill",
+        parents=[client],
+        help="what would happen if a node failed now: a read-only rehearsal on the real nodes "
+        "(exit 3 when a real failover would not succeed)",
+    )
+    drill.add_argument("pair", help="the pair to drill")
+    drill.add_argument("--fault", help="the node assumed to fail (default: the active node)")
+    switch = sub.add_parser(
+        "switchover",
+        parents=[client],
+        help="a planned failover to a standby (maintenance, game days); the old primary "
+        "ends a standby; waits for the outcome",
+    )
+    switch.add_argument("pair", help="the pair to switch over")
+    switch.add_argument("--to", required=True, help="the standby to activate")
+    switch.add_argument(
+        "--safe-slots",
+        type=int,
+        default=0,
+        help="Ethereum: first wait until no key of the pair proposes within this many slots "
+        "(needs ethereum.liveness for the beacon node)",
+    )
+    switch.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        help="give up waiting for a safe moment after this long (e.g. 10m), changing nothing",
+    )
+    switch.add_argument(
+        "--no-wait", action="store_true", help="return once the switchover is planned"
+    )
     adopt = sub.add_parser(
         "adopt",
         parents=[client],

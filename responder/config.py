@@ -177,16 +177,49 @@ class KeymanagerDriverConfig(_Frozen):
     tls: TlsConfig = TlsConfig()
     connect_timeout: Duration = 2.0
     timeout: Duration = 10.0
+    # the beacon node this validator client uses: readiness checks its chain and sync state
+    beacon_url: str | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _check_url(value)
 
+    @field_validator("beacon_url")
+    @classmethod
+    def _beacon(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
 
 DriverConfig = Annotated[
     HttpDriverConfig | CommandDriverConfig | KeymanagerDriverConfig, Field(discriminator="type")
 ]
+
+
+class HttpCheckConfig(_Frozen):
+    """A read-only request proving an http fence level could act (e.g. the PDU outlet's
+    state): readiness and drills send it; it must not change anything."""
+
+    url: str
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: tuple[int, ...] = (200,)
+    expect_json: FrozenMap | None = None
+    token_file: ConfigPath | None = None  # default: the level's own token_file
+    timeout: Duration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return _no_userinfo(value, _URL_ADVICE)
+
+
+class CommandCheckConfig(_Frozen):
+    """A read-only command proving a command fence level could act (exit 0: it could)."""
+
+    command: tuple[str, ...] = Field(min_length=1)
+    timeout: Duration = 10.0
 
 
 class HttpFenceConfig(_Frozen):
@@ -202,6 +235,7 @@ class HttpFenceConfig(_Frozen):
     connect_timeout: Duration = 2.0
     timeout: Duration = 10.0
     tls: TlsConfig = TlsConfig()
+    check: HttpCheckConfig | None = None  # without one, readiness reports it unverifiable
 
     @field_validator("url")
     @classmethod
@@ -222,6 +256,7 @@ class CommandFenceConfig(_Frozen):
     argv: tuple[str, ...] = Field(min_length=1)
     timeout: Duration = 60.0
     env: FrozenStrMap = Field(default_factory=lambda: MappingProxyType({}))
+    check: CommandCheckConfig | None = None  # without one, readiness reports it unverifiable
 
 
 FenceLevelConfig = Annotated[HttpFenceConfig | CommandFenceConfig, Field(discriminator="type")]
@@ -333,11 +368,19 @@ class ObserveConfig(_Frozen):
     interval: Duration = Field(default=15.0, gt=0)
 
 
+class ReadinessConfig(_Frozen):
+    """Continuous preflight of the failover path, and optional scheduled drills."""
+
+    interval: Duration = Field(default=60.0, gt=0)  # read-only preflight checks
+    drill_every: Duration | None = Field(default=None, gt=0)  # None: no scheduled drills
+
+
 class PairConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     nodes: tuple[NodeConfig, ...] = Field(min_length=2)
     policy: PolicyConfig
     observe: ObserveConfig = ObserveConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
     dry_run: bool | None = None
     ethereum: EthereumConfig | None = None
 
@@ -548,6 +591,23 @@ def read_secret(path: Path, what: str) -> Secret:
     return Secret(value)
 
 
+def secret_file_problem(path: Path) -> str | None:
+    """Why a secret file an activation or a call needs would fail or leak, or None if sound:
+    missing, unreadable, empty, or readable by group or others."""
+    try:
+        mode = path.stat().st_mode
+        empty = not path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        return f"{path}: cannot read ({exc.strerror})"
+    except UnicodeDecodeError:
+        return f"{path}: not UTF-8 text"
+    if empty:
+        return f"{path} is empty"
+    if mode & 0o077:
+        return f"{path} is accessible by group/others (mode {mode & 0o777:o}); chmod 600 it"
+    return None
+
+
 @dataclass(frozen=True)
 class Secrets:
     """The tokens the server needs; None means unauthenticated (auth: none)."""
@@ -591,6 +651,10 @@ def secret_files(config: Config) -> list[tuple[str, Path, bool]]:
             for f_i, level in enumerate(node.fence_levels):
                 if isinstance(level, HttpFenceConfig) and level.token_file:
                     out.append((f"{where}.fence_levels[{f_i}].token_file", level.token_file, True))
+                check = level.check if isinstance(level, HttpFenceConfig) else None
+                if check is not None and check.token_file is not None:
+                    at = f"{where}.fence_levels[{f_i}].check.token_file"
+                    out.append((at, check.token_file, True))
         eth = pair.ethereum
         if eth is not None:
             for k_i, key in enumerate(eth.keystores):

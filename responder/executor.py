@@ -9,6 +9,7 @@ every read-only probe runs and every mutating call is recorded as "would call" i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -17,12 +18,13 @@ from typing import Any, TypeVar
 
 from .clock import Clock, Timebase
 from .config import Config
-from .drivers import ActionContext, DriverError, NodeHandle, PlannedCall
+from .drivers import ActionContext, Check, DriverError, NodeHandle, PlannedCall
 from .failover import Failover, Step
-from .liveness import BeaconClient, liveness_step
+from .liveness import BeaconClient, liveness_step, proposal_ahead
 from .metrics import Metrics
 from .observation import NodeObservation
 from .policy import Event, FailoverEnded, NodeFenced, NodeInDoubt, decide, reconcile
+from .readiness import check_json, guarded
 from .state import PairState
 from .store import EventRecord, Store
 
@@ -126,9 +128,11 @@ class Executor:
         )
         return new
 
-    def _would_call(self, f: Failover, node: str, what: str, plan: PlannedCall) -> None:
+    def _would_call(
+        self, f: Failover, node: str, what: str, plan: PlannedCall, when: str = ""
+    ) -> None:
         now = self.clock.now()
-        data = {"node": node, "action": what, "request": dict(plan.request)}
+        data = {"node": node, "action": what, "request": dict(plan.request), "when": when}
         with self.store.transaction() as txn:
             txn.update_failover(f, self.owner)
             txn.append_journal(f.id, now, f.step.value, "would_call", data)
@@ -137,12 +141,21 @@ class Executor:
                     ts=now,
                     pair=f.pair,
                     kind="would_call",
-                    reason=f"dry-run: would {what} {node}: {plan.description}",
+                    reason=f"dry-run: would {what} {node}: {plan.description}"
+                    + (f" ({when})" if when else ""),
                     node=node,
                     failover_id=f.id,
                     data=data,
                 )
             )
+
+    def _check(self, f: Failover, check: Check) -> Check:
+        """Journal a read-only check made in dry-run (what a real failover would meet)."""
+        self._journal(f, "note", {"check": check_json(check)})
+        return check
+
+    def _fence_metric(self, pair: str, level: str, result: str) -> None:
+        self.metrics.fence_attempts.labels(pair=pair, level=level, result=result).inc()
 
     # ---- the sequence ---------------------------------------------------------------------
 
@@ -158,6 +171,8 @@ class Executor:
         missing = self._missing_nodes(f)
         if missing:
             return self._vanished(f, missing)
+        if f.step is Step.PLANNED and (f.data or {}).get("switchover"):
+            f = self._safe_moment(f)
         if f.step is Step.PLANNED:
             f = self._probe(f)
         if f.step is Step.FENCING and (why := self._abort_requested(f)):
@@ -233,6 +248,8 @@ class Executor:
         """Activate next, unless the target needs a hand-off the fence did not provide."""
         target = self.nodes[(f.pair, f.target)].driver
         data = f.data or {}
+        if f.dry_run and target.needs_handoff:
+            self._check(f, self._handoff_check(f))
         if f.dry_run or not target.needs_handoff or data.get("handoff"):
             return self._advance(f, Step.ACTIVATING, {"target": f.target})
         eth = self.config.pair(f.pair).ethereum
@@ -329,6 +346,7 @@ class Executor:
             fenced_nodes=tuple(kw.pop("fenced_nodes", ())),
             unknown_nodes=dict(kw.pop("unknown_nodes", {})),
             verified_silent=tuple(kw.pop("verified_silent", ())),
+            standby_nodes=tuple(kw.pop("standby_nodes", ())),
         )
         level = logging.INFO if step is Step.DONE else logging.ERROR
         log.log(
@@ -373,7 +391,15 @@ class Executor:
             obs = NodeObservation(pair, node, at, wall, False, None, None, str(exc)[:500])
         else:
             obs = NodeObservation(
-                pair, node, at, wall, True, status.healthy, status.signing, status.detail[:500]
+                pair,
+                node,
+                at,
+                wall,
+                True,
+                status.healthy,
+                status.signing,
+                status.detail[:500],
+                chain=status.chain,
             )
         try:
             return self.store.save_observation(obs)
@@ -480,6 +506,9 @@ class Executor:
         started = time.perf_counter()
         obs = self.observe(f.pair, f.target)
         self._timed("probe", started)
+        if f.dry_run:
+            usable = obs.reachable and obs.healthy is not False and obs.signing is not True
+            self._check(f, Check(f"{f.target}:target", usable, f"target {f.target} {obs.says}"))
         if not obs.reachable:
             self._journal(f, "end", {"probe": f.target, "error": obs.detail})
             return self._end(
@@ -511,24 +540,19 @@ class Executor:
         ]
         for fencer in handle.fencers:
             levels.append((fencer.name, fencer.fence, lambda fencer=fencer: fencer.plan(src_ctx)))
+        if f.dry_run:
+            return self._rehearse_fence(f, handle, levels)
         failures: list[str] = []
-        for index, (name, fence, plan) in enumerate(levels):
+        for index, (name, fence, _plan) in enumerate(levels):
             label = f"{index}:{name.split(':')[0]}"
             self._journal(f, "begin", {"level": index, "method": name})
-            if f.dry_run:
-                self._would_call(f, f.source, "fence", plan())
-                self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="dry_run").inc()
-                self._journal(f, "end", {"level": index, "dry_run": True})
-                return self._advance(
-                    f, Step.FENCED, {"level": index, "method": name, "dry_run": True}
-                )
             started = time.perf_counter()
             try:
                 result = _guard(lambda fence=fence: fence(src_ctx))  # type: ignore[misc]
             except DriverError as exc:
                 self._timed("fence", started)
                 failures.append(f"level {index} ({name}): {exc}")
-                self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="failed").inc()
+                self._fence_metric(f.pair, label, "failed")
                 self._journal(f, "end", {"level": index, "confirmed": False, "error": str(exc)})
                 log.warning(
                     "fence level %d failed: %s",
@@ -554,9 +578,7 @@ class Executor:
             self._journal(f, "note", {"level": index, "verified": verified, "verification": why})
             if not verified:
                 failures.append(f"level {index} ({name}): {why}")
-                self.metrics.fence_attempts.labels(
-                    pair=f.pair, level=label, result="unverified"
-                ).inc()
+                self._fence_metric(f.pair, label, "unverified")
                 log.warning(
                     "fence level %d not verified: %s",
                     index,
@@ -564,7 +586,7 @@ class Executor:
                     extra={"pair": f.pair, "node": f.source, "failover_id": f.id},
                 )
                 continue
-            self.metrics.fence_attempts.labels(pair=f.pair, level=label, result="confirmed").inc()
+            self._fence_metric(f.pair, label, "confirmed")
             handoff = dict(result.handoff) if result.handoff else None
             return self._advance(
                 f,
@@ -586,6 +608,168 @@ class Executor:
             + "; ".join(failures),
         )
 
+    # ---- dry-run: every read-only probe and check, every request listed --------------------
+
+    def _rehearse_fence(
+        self, f: Failover, handle: NodeHandle, levels: list[tuple[str, Any, Any]]
+    ) -> Failover:
+        """Probe the source, run every level's read-only check, and list the request each level
+        would send, in the order a real fence tries them. A level that checks out would fence;
+        unverifiable levels leave the outcome open; when every level fails its check, a real
+        failover would fail too."""
+        assert f.source is not None
+        obs = self.observe(f.pair, f.source)
+        said = f"{f.source} {obs.says}" if obs.reachable else f"{f.source}: {obs.detail}"
+        self._check(f, Check(f"{f.source}:api", obs.reachable, said))
+        checks: list[Check] = []
+        for index, (name, _fence, plan) in enumerate(levels):
+            label = f"{index}:{name.split(':')[0]}"
+            if index == 0:
+                why = (
+                    "the driver's own fence, through the API that just answered"
+                    if obs.reachable
+                    else "its API did not answer, so this level would fail"
+                )
+                check = Check(f"{f.source}:fence-level-0", obs.reachable, f"{name}: {why}")
+            else:
+                check = guarded(f"{f.source}:fence-level-{index}", handle.fencers[index - 1].check)[
+                    0
+                ]
+            checks.append(self._check(f, check))
+            when = (
+                "level 0, first"
+                if index == 0
+                else f"level {index}, only if level {index - 1} fails"
+            )
+            self._would_call(f, f.source, "fence", plan(), when=when)
+            self._fence_metric(f.pair, label, "dry_run")
+        verified = [i for i, c in enumerate(checks) if c.ok]
+        if verified:
+            first = verified[0]
+            return self._advance(
+                f,
+                Step.FENCED,
+                {"level": first, "method": levels[first][0], "dry_run": True},
+                data_update={"fence_level": first},
+            )
+        listing = "; ".join(f"level {i}: {c.reason}" for i, c in enumerate(checks))
+        if any(c.ok is None for c in checks):
+            note = (
+                f"no fence level of {f.source} could be verified; a real failover would try "
+                f"them in order ({listing})"
+            )
+            self._check(f, Check(f"{f.source}:fence", None, note))
+            first_open = next(i for i, c in enumerate(checks) if c.ok is None)
+            return self._advance(
+                f,
+                Step.FENCED,
+                {"dry_run": True, "unverified": True, "reason": note},
+                data_update={"fence_level": first_open},
+            )
+        return self._end(
+            f,
+            Step.FAILED,
+            f"dry-run: every fence level of {f.source} fails its check, so a real failover "
+            f"would activate nothing: {listing}",
+        )
+
+    def _handoff_check(self, f: Failover) -> Check:
+        """Whether the fence a real failover would use hands over what the target needs."""
+        name = f"{f.target}:handoff"
+        level = int((f.data or {}).get("fence_level", 0))
+        if f.source is None:
+            return Check(name, None, f"no node to fence: the activation of {f.target} would wait")
+        if level == 0:
+            return Check(
+                name, True, f"the fence of {f.source} would hand its history over to {f.target}"
+            )
+        eth = self.config.pair(f.pair).ethereum
+        gate = eth.without_history if eth is not None else "operator"
+        waits = (
+            "an operator (responder confirm)"
+            if gate == "operator"
+            else "the chain to show the validators not live"
+        )
+        return Check(
+            name,
+            None,
+            f"fence level {level} hands over no history: the activation of {f.target} would "
+            f"wait for {waits}",
+        )
+
+    def _rehearse_activation(self, f: Failover, ctx: ActionContext, handle: NodeHandle) -> Failover:
+        """The target's own preflight (files, keys, chain), then the request it would get."""
+        problems = []
+        for check in guarded(f"{f.target}:preflight", handle.driver.preflight):
+            if self._check(f, check).ok is False:
+                problems.append(f"{check.name}: {check.reason}")
+        when = "after the fence is verified and every other node is verified silent"
+        self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx), when=when)
+        if problems:
+            return self._end(
+                f,
+                Step.FAILED,
+                f"dry-run: the activation of {f.target} would fail: {'; '.join(problems)}",
+            )
+        return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
+
+    # ---- switchover: a safe moment --------------------------------------------------------
+
+    def _safe_moment(self, f: Failover) -> Failover:
+        """A switchover that asked to avoid block proposals waits until none of the pair's
+        keys proposes within `safe_slots` slots, up to its deadline; past it, it ends with
+        nothing changed."""
+        data = f.data or {}
+        slots = int(data.get("safe_slots") or 0)
+        if slots <= 0:
+            return f
+        eth = self.config.pair(f.pair).ethereum
+        if eth is None or eth.liveness is None:
+            return self._end(
+                f,
+                Step.ABORTED,
+                "switchover asked to avoid proposals, but no beacon node is configured "
+                "(ethereum.liveness); nothing was changed",
+            )
+        until = float(data.get("wait_until") or 0.0)
+        client = BeaconClient(eth.liveness, eth.genesis_validators_root)
+        while True:
+            if (request := self._abort_requested(f)) is not None:
+                return self._stopped(f, request, resumed=False)
+            now = self.clock.now()
+            wake = now + eth.liveness.seconds_per_slot
+            try:
+                chain = client.chain()
+                epoch = chain.epoch(now)
+                duties = dict(client.proposer_duties(epoch))
+                # some beacon nodes answer only for the current epoch
+                with contextlib.suppress(DriverError):
+                    duties |= client.proposer_duties(epoch + 1)
+                ahead = proposal_ahead(chain, duties, eth.pubkeys, now, slots)
+            except DriverError as exc:
+                note = f"cannot read proposal duties ({exc}); asking again"
+            else:
+                if ahead is None:
+                    self._journal(
+                        f,
+                        "note",
+                        {
+                            "safe_moment": True,
+                            "note": f"no proposal by the pair's keys in the next {slots} slots",
+                        },
+                    )
+                    return f
+                wake = ahead[1]
+                note = f"a proposal is due at slot {ahead[0]}: waiting until it has passed"
+            if wake > until:
+                return self._end(
+                    f,
+                    Step.ABORTED,
+                    f"no safe moment before the switchover's deadline ({note}); nothing was changed",
+                )
+            self._journal(f, "note", {"safe_moment": False, "note": note})
+            self.clock.sleep(max(0.0, wake - now))
+
     def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:
         handle = self.nodes[(f.pair, f.target)]
         if resumed and not f.dry_run and (earlier := self._failed_before(f)) is not None:
@@ -605,6 +789,8 @@ class Executor:
             return self._stopped(f, request, resumed=False)
         silent, why, doubts = self._others_silent(f)
         self._journal(f, "note", {"others_silent": silent, "others": why})
+        if f.dry_run:
+            self._check(f, Check("others-silent", silent, why))
         if not silent:
             return self._end(
                 f,
@@ -614,8 +800,7 @@ class Executor:
                 unknown_nodes=doubts,
             )
         if f.dry_run:
-            self._would_call(f, f.target, "activate", handle.driver.plan("activate", ctx))
-            return self._end(f, Step.DONE, f"dry-run: would have activated {f.target}")
+            return self._rehearse_activation(f, ctx, handle)
         # from here on the target may start signing at any moment: say so until verified
         self._pair_event(f, NodeInDoubt(f.id, f.target, "its activation is in progress"))
         self._journal(f, "begin", {"activate": f.target})
@@ -635,9 +820,23 @@ class Executor:
                 f"the activation claimed success but {f.target} then answered: {obs.says}"
             )
             return self._failed_activation(f, ctx, handle, claim)
-        return self._end(
-            f, Step.DONE, f"{f.source or 'nothing'} fenced, {f.target} active (verified signing)"
-        )
+        done = f"{f.source or 'nothing'} fenced, {f.target} active (verified signing)"
+        if (f.data or {}).get("switchover") and f.source is not None:
+            return self._switched(f, done)
+        return self._end(f, Step.DONE, done)
+
+    def _switched(self, f: Failover, done: str) -> Failover:
+        """A switchover's old primary had nothing wrong: once its fence is verified and it
+        answers healthy and not signing, it is a standby again (so signing can move back)."""
+        assert f.source is not None
+        obs = self.observe(f.pair, f.source)
+        if obs.reachable and obs.healthy and obs.signing is False:
+            reason = (
+                f"{done}; switchover: {f.source} verified not signing and healthy, now a standby"
+            )
+            return self._end(f, Step.DONE, reason, standby_nodes=(f.source,))
+        reason = f"{done}; switchover: {f.source} stays fenced (it answered: {obs.says})"
+        return self._end(f, Step.DONE, reason)
 
     def _failed_before(self, f: Failover) -> str | None:
         """Why the journal says this failover's activation already failed, if it does."""
@@ -702,3 +901,71 @@ class Executor:
             f"Check {f.target} by hand before anything else"
         )
         return self._end(f, Step.FAILED, reason, unknown_nodes={f.target: why})
+
+
+class Rehearsal(Executor):
+    """The executor's dry-run path reporting to memory instead of the journal: a drill walks
+    every decision, probe and read-only check a real failover would, lists the requests it
+    would send, and changes nothing but the observations it records."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.checks: list[Check] = []
+
+    def _record(self, step: str, phase: str, detail: Mapping[str, Any]) -> None:
+        self.steps.append({"at": self.clock.now(), "step": step, "phase": phase, **detail})
+
+    def _journal(self, f: Failover, phase: str, detail: Mapping[str, Any]) -> None:
+        self._record(f.step.value, phase, detail)
+
+    def _advance(
+        self,
+        f: Failover,
+        step: Step,
+        detail: Mapping[str, Any],
+        *,
+        outcome_reason: str | None = None,
+        data_update: Mapping[str, Any] | None = None,
+        wake_at: float | None = None,
+        **_: Any,
+    ) -> Failover:
+        new = f.advance(
+            step,
+            self.clock.now(),
+            outcome_reason=outcome_reason or f.outcome_reason,
+            data={**(f.data or {}), **(data_update or {})},
+            wake_at=wake_at,
+        )
+        self._record(step.value, "begin", detail)
+        return new
+
+    def _end(self, f: Failover, step: Step, reason: str, **_: Any) -> Failover:
+        return self._advance(f, step, {"reason": reason}, outcome_reason=reason)
+
+    def _would_call(
+        self, f: Failover, node: str, what: str, plan: PlannedCall, when: str = ""
+    ) -> None:
+        self.requests.append(
+            {
+                "node": node,
+                "action": what,
+                "description": plan.description,
+                "request": dict(plan.request),
+                "when": when,
+            }
+        )
+
+    def _check(self, f: Failover, check: Check) -> Check:
+        self.checks.append(check)
+        return check
+
+    def _fence_metric(self, pair: str, level: str, result: str) -> None:
+        return None
+
+    def _timed(self, step: str, started: float) -> None:
+        return None
+
+    def _count(self, f: Failover) -> None:
+        return None

@@ -1,19 +1,24 @@
-"""Chain-side evidence that fenced validators stopped: the beacon node liveness API.
+"""Chain-side evidence from the beacon node API: liveness and proposer duties.
 
-Used only when a fence confirmed without handing over slashing-protection history (a power
-switch cut the primary): the standby is activated once the pair's validators were seen not
-live for N consecutive whole epochs after the fence.
+Liveness is used only when a fence confirmed without handing over slashing-protection history
+(a power switch cut the primary): the standby is activated once the pair's validators were
+seen not live for N consecutive whole epochs after the fence. Proposer duties tell a planned
+switchover whether one of the pair's validators is about to propose (`proposal_ahead`): moving
+the keys across that slot would miss the block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .config import ConfigError, LivenessConfig, read_secret
 from .drivers.base import DriverError
 from .drivers.transport import BEACON_MAX_BYTES, Limits, Transport, tls_verify
+
+_PUBKEY = re.compile(r"^0x[0-9a-fA-F]{96}\Z")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,30 @@ class Chain:
 
     def epoch_start(self, epoch: int) -> float:
         return self.genesis_time + epoch * self.epoch_seconds
+
+    def slot(self, t: float) -> int:
+        """The slot running at wall time `t` (0 before genesis)."""
+        return max(0, int((t - self.genesis_time) // self.seconds_per_slot))
+
+    def slot_start(self, slot: int) -> float:
+        return self.genesis_time + slot * self.seconds_per_slot
+
+
+def proposal_ahead(
+    chain: Chain, duties: Mapping[int, str], pubkeys: Iterable[str], now: float, within_slots: int
+) -> tuple[int, float] | None:
+    """The first slot from the current one to `within_slots` later (inclusive) in which one
+    of `pubkeys` proposes, with the wall time that slot ends; None when none does (a
+    switchover now misses no block). Pure: `duties` maps slot to proposer pubkey."""
+    if within_slots < 0:
+        raise ValueError(f"within_slots must be >= 0, got {within_slots}")
+    ours = {k.lower() for k in pubkeys}
+    current = chain.slot(now)
+    for slot in range(current, current + within_slots + 1):
+        proposer = duties.get(slot)
+        if proposer is not None and proposer.lower() in ours:
+            return slot, chain.slot_start(slot + 1)
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,7 +114,7 @@ def liveness_step(
 
 
 class BeaconClient:
-    """The two beacon-node API calls the gate needs; verifies it is the pair's chain."""
+    """The beacon-node API calls the gate and switchovers need; verifies it is the pair's chain."""
 
     def __init__(self, config: LivenessConfig, genesis_validators_root: str) -> None:
         self.config = config
@@ -144,4 +173,26 @@ class BeaconClient:
         missing = set(self.config.validator_indices) - set(out)
         if missing:
             raise DriverError(f"liveness answer misses indices {sorted(missing)}")
+        return out
+
+    def proposer_duties(self, epoch: int) -> dict[int, str]:
+        """Slot -> lower-cased proposer pubkey for `epoch` (beacon nodes answer for the
+        current and the next epoch only); DriverError on an answer that is not usable."""
+        body = self._call("GET", f"/eth/v1/validator/duties/proposer/{epoch}")
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise DriverError("proposer duties answer has no data list")
+        spe = self.config.slots_per_epoch
+        out: dict[int, str] = {}
+        for row in rows:
+            try:
+                slot = int(row["slot"])
+                pubkey = row["pubkey"]
+            except (KeyError, ValueError, TypeError):
+                raise DriverError(f"proposer duties answer has a bad entry: {row!r:.120}") from None
+            if not isinstance(pubkey, str) or not _PUBKEY.match(pubkey):
+                raise DriverError(f"proposer duties answer has a bad pubkey: {pubkey!r:.120}")
+            if slot // spe != epoch:
+                raise DriverError(f"proposer duties for epoch {epoch} name slot {slot}")
+            out[slot] = pubkey.lower()
         return out

@@ -147,6 +147,57 @@ class StateCollector(Collector):
             "1 while automation is held until an operator adopts the real signer.",
             labels=["pair"],
         )
+        ready = GaugeMetricFamily(
+            "responder_failover_ready",
+            "1 when every read-only preflight check of the pair passes, 0 when one fails.",
+            labels=["pair"],
+        )
+        ready_check = GaugeMetricFamily(
+            "responder_failover_ready_check",
+            "Per preflight check: 1 passing, 0 failing (unverifiable checks are absent).",
+            labels=["pair", "check"],
+        )
+        ready_at = GaugeMetricFamily(
+            "responder_failover_ready_timestamp_seconds",
+            "Wall-clock time of the pair's last preflight round.",
+            labels=["pair"],
+        )
+        drill_ok = GaugeMetricFamily(
+            "responder_drill_ok",
+            "1 when the pair's last drill found that a real failover would succeed, else 0.",
+            labels=["pair"],
+        )
+        drill_at = GaugeMetricFamily(
+            "responder_drill_last_run_timestamp_seconds",
+            "Wall-clock time of the pair's last drill.",
+            labels=["pair"],
+        )
+        drill_success = GaugeMetricFamily(
+            "responder_drill_last_success_timestamp_seconds",
+            "Wall-clock time of the pair's last drill that found the failover would succeed.",
+            labels=["pair"],
+        )
+        drill_every = GaugeMetricFamily(
+            "responder_drill_every_seconds",
+            "The pair's scheduled drill interval (absent when drills are not scheduled).",
+            labels=["pair"],
+        )
+        for pair in self._config.pairs:
+            reports = self._store.reports(pair.name)
+            if (rep := reports.get("readiness")) is not None:
+                ready.add_metric([pair.name], 1.0 if rep.get("ready") else 0.0)
+                ready_at.add_metric([pair.name], float(rep.get("at", 0.0)))
+                for c in rep.get("checks", []):
+                    if c.get("ok") is not None:
+                        ready_check.add_metric([pair.name, str(c["name"])], 1.0 if c["ok"] else 0.0)
+            if (d := reports.get("drill")) is not None:
+                drill_ok.add_metric([pair.name], 1.0 if d.get("ok") else 0.0)
+                drill_at.add_metric([pair.name], float(d.get("at", 0.0)))
+            if (ok := reports.get("drill_success")) is not None:
+                drill_success.add_metric([pair.name], float(ok.get("at", 0.0)))
+            if pair.readiness.drill_every is not None:
+                drill_every.add_metric([pair.name], pair.readiness.drill_every)
+        yield from (ready, ready_check, ready_at, drill_ok, drill_at, drill_success, drill_every)
         states = {s.pair: s for s in self._store.list_pairs()}
         for pair in self._config.pairs:
             dry.add_metric([pair.name], 1.0 if self._config.pair_dry_run(pair) else 0.0)

@@ -28,6 +28,7 @@ class NodeObservation:
     signing: bool | None
     detail: str
     quiet_since: float | None = None
+    chain: str | None = None  # the chain the node named, when its driver tells
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class NodeObservation:
             "signing": self.signing,
             "detail": self.detail,
             "quiet_since": self.quiet_since,
+            "chain": self.chain,
         }
 
     @classmethod
@@ -54,6 +56,7 @@ class NodeObservation:
             signing=data["signing"],
             detail=str(data["detail"]),
             quiet_since=data.get("quiet_since"),
+            chain=data.get("chain"),
         )
 
     @property

@@ -74,6 +74,8 @@ class FailoverEnded:
     unknown_nodes: Mapping[str, str] = field(default_factory=dict)
     # nodes whose "not signing" answers held for their settle time: any doubt is lifted
     verified_silent: tuple[str, ...] = ()
+    # a switchover's old primary, verified not signing and healthy after it: a standby again
+    standby_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class Acknowledge:
 class ManualFailover:
     target: str
     by: str
+    # a switchover: nothing is wrong with the active node; it does not start a cooldown and
+    # its old primary becomes a standby once verified silent and healthy
+    planned: bool = False
 
 
 @dataclass(frozen=True)
@@ -488,8 +493,9 @@ def _gate(state: PairState, now: float, pair: PairConfig) -> tuple[str, float | 
     policy = pair.policy
     if state.paused:
         return "the pair is paused", None
-    if state.attempts:
-        last = max(a.at for a in state.attempts)
+    unplanned = [a.at for a in state.attempts if not a.planned]
+    if unplanned:
+        last = max(unplanned)
         if now < last + policy.cooldown:
             return f"cooldown until {_ts(last + policy.cooldown)}", last + policy.cooldown
     recent = sorted(
@@ -507,16 +513,24 @@ def _gate(state: PairState, now: float, pair: PairConfig) -> tuple[str, float | 
 
 
 def _start(
-    state: PairState, now: float, source: str | None, target: str, *, automatic: bool, reason: str
+    state: PairState,
+    now: float,
+    source: str | None,
+    target: str,
+    *,
+    automatic: bool,
+    reason: str,
+    planned: bool = False,
 ) -> Decision:
     seq = state.failover_seq + 1
     failover_id = f"{state.pair}-{seq}"
+    attempt = Attempt(at=now, automatic=automatic, failover_id=failover_id, planned=planned)
     new = state.evolve(
         phase=Phase.FAILING_OVER,
         deadline=None,
         failover_id=failover_id,
         failover_seq=seq,
-        attempts=(*state.attempts, Attempt(at=now, automatic=automatic, failover_id=failover_id)),
+        attempts=(*state.attempts, attempt),
     )
     signals = state.signals_on(source) if (source is not None and automatic) else ()
     action = StartFailover(failover_id, source, target, automatic, reason, signals)
@@ -547,6 +561,10 @@ def _failover_ended(
     roles = dict(state.roles)
     for node in event.fenced_nodes:
         roles[node] = Role.FENCED
+    if event.outcome == "done" and not event.dry_run:
+        for node in event.standby_nodes:
+            if roles.get(node) is Role.FENCED:
+                roles[node] = Role.STANDBY
     uncertain = {
         n: why for n, why in state.uncertain.items() if n not in event.verified_silent
     } | dict(event.unknown_nodes)
@@ -735,8 +753,9 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
         raise Rejected(f"{event.target} is unhealthy: {', '.join(bad)} firing")
     source = state.active_node
     others = [n for n, r in state.roles.items() if r is Role.STANDBY and n != event.target]
+    what = "switchover" if event.planned else "manual failover"
     reason = (
-        f"manual failover by {event.by}: "
+        f"{what} by {event.by}: "
         + (
             f"fence {source}, then activate {event.target}"
             if source
@@ -746,8 +765,12 @@ def _manual(state: PairState, event: ManualFailover, now: float, pair: PairConfi
     )
     if state.held_reason is not None:
         reason += f" (pair held: {state.held_reason}; every other node is verified silent first)"
+    if event.planned and source is not None:
+        reason += f"; {source} becomes a standby once verified silent and healthy"
     new = state.evolve(phase=Phase.ARMED, blocked_reason=None)
-    return _start(new, now, source, event.target, automatic=False, reason=reason)
+    return _start(
+        new, now, source, event.target, automatic=False, reason=reason, planned=event.planned
+    )
 
 
 def _abort(state: PairState, event: Abort, now: float) -> Decision:
@@ -762,6 +785,59 @@ def _abort(state: PairState, event: Abort, now: float) -> Decision:
     )
     new = state.evolve(abort_requested=f"{state.failover_id} by {event.by}")
     return Decision(_say(new, reason, now), (), reason, changed=True)
+
+
+@dataclass(frozen=True)
+class DrillPlan:
+    """What the policy would do if a node failed now: the failover, or what would stop it."""
+
+    source: str | None
+    target: str | None
+    blockers: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def drill_plan(state: PairState, pair: PairConfig, fault: str | None, now: float) -> DrillPlan:
+    """The decision a trigger alert on `fault` (default: the active node) would meet now,
+    with every gate an automatic failover passes. Pure: nothing is changed or started."""
+    if fault is not None and fault not in state.roles:
+        raise Rejected(f"{fault} is not a node of {state.pair}")
+    active = state.active_node
+    fault = fault or active
+    policy = pair.policy
+    notes = [
+        f"an alert on it is held {policy.hold:g}s (quorum {policy.quorum} of "
+        f"{', '.join(policy.triggers)}) before the failover starts"
+    ]
+    if fault is None:
+        return DrillPlan(
+            None,
+            None,
+            (
+                "no node is recorded active, so a fault has nothing to fail over from; "
+                f"run `responder adopt {state.pair} NODE` for the node that signs",
+            ),
+            (),
+        )
+    role = state.roles[fault]
+    if role is not Role.ACTIVE:
+        return DrillPlan(
+            None, None, (), (f"{fault} is {role.value}: its failure would start no failover",)
+        )
+    blockers = []
+    if state.phase is Phase.FAILING_OVER:
+        blockers.append(f"failover {state.failover_id} is in flight")
+    if state.phase is Phase.BLOCKED:
+        blockers.append(f"automation is blocked until acknowledged: {state.blocked_reason}")
+    if state.held_reason is not None:
+        blockers.append(f"automation is held: {state.held_reason}")
+    gate, _ = _gate(state, now, pair)
+    if gate:
+        blockers.append(gate)
+    target, why = _pick_target(state, pair)
+    if target is None:
+        blockers.append(why)
+    return DrillPlan(fault, target, tuple(blockers), tuple(notes))
 
 
 def config_drift(

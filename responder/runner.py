@@ -2,8 +2,8 @@
 
 Several processes may run them against one store; the store's transactions and failover leases
 make sure each delivery is processed once and each failover is executed by one owner, and the
-observation schedule makes one process probe each pair per interval. Probes run in their own
-threads, one pair each, so a node that hangs never delays a delivery, a deadline, a failover or
+schedules make one process probe each pair (and run its preflight and scheduled drills) per
+interval. These read-only rounds run in their own threads, one per pair and kind, so a node that hangs never delays a delivery, a deadline, a failover or
 another pair.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 from .failover import Failover
 from .service import Responder
@@ -108,38 +110,73 @@ class Runner:
         threading.Thread(target=execute, name=f"failover-{failover.id}", daemon=True).start()
         threading.Thread(target=renew, name=f"lease-{failover.id}", daemon=True).start()
 
+    def _jobs(self) -> list[tuple[str, float, Callable[[], bool], Callable[[], object]]]:
+        """(key, interval, is it due, run it): the read-only rounds of every pair."""
+        r = self.responder
+        jobs: list[tuple[str, float, Callable[[], bool], Callable[[], object]]] = []
+        for pair in r.config.pairs:
+            name = pair.name
+            jobs.append(
+                (
+                    name,
+                    pair.observe.interval,
+                    partial(r.observation_due, name),
+                    partial(r.observe_pair, name),
+                )
+            )
+            jobs.append(
+                (
+                    f"readiness:{name}",
+                    pair.readiness.interval,
+                    partial(r.readiness_due, name),
+                    partial(r.check_readiness, name),
+                )
+            )
+            if pair.readiness.drill_every is not None:
+                jobs.append(
+                    (
+                        f"drill:{name}",
+                        pair.readiness.drill_every,
+                        partial(r.drill_due, name),
+                        partial(r.drill, name, None, "schedule"),
+                    )
+                )
+        return jobs
+
     def _observe_loop(self) -> None:
-        """Start a probe round for every pair that is due, each in its own thread."""
+        """Start every read-only round that is due (probes, preflight, scheduled drills), each
+        in its own thread."""
+        jobs = self._jobs()
         while not self._stop.is_set():
-            for pair in self.responder.config.pairs:
+            for key, interval, due_fn, run_fn in jobs:
                 with self._probing_lock:
-                    if pair.name in self._probing:
-                        continue  # the last round of this pair is still waiting on a node
+                    if key in self._probing:
+                        continue  # the last round is still waiting on a node
                 now = time.monotonic()
-                if self._look_again.get(pair.name, 0.0) > now:
-                    continue  # another process probed it recently: no store write needed yet
+                if self._look_again.get(key, 0.0) > now:
+                    continue  # another process ran it recently: no store write needed yet
                 try:
-                    due = self.responder.observation_due(pair.name)
+                    due = due_fn()
                 except Exception:
-                    log.exception("observation schedule unavailable", extra={"pair": pair.name})
+                    log.exception("schedule unavailable", extra={"pair": key.split(":")[-1]})
                     continue
-                self._look_again[pair.name] = now + min(pair.observe.interval / 2, 5.0)
+                self._look_again[key] = now + min(interval / 2, 5.0)
                 if due:
                     with self._probing_lock:
-                        self._probing.add(pair.name)
+                        self._probing.add(key)
                     threading.Thread(
-                        target=self._observe,
-                        args=(pair.name,),
-                        name=f"observe-{pair.name}",
+                        target=self._round,
+                        args=(key, run_fn),
+                        name=f"round-{key}",
                         daemon=True,
                     ).start()
             self._stop.wait(min(1.0, self.poll_interval))
 
-    def _observe(self, pair: str) -> None:
+    def _round(self, key: str, run: Callable[[], object]) -> None:
         try:
-            self.responder.observe_pair(pair)
+            run()
         except Exception:
-            log.exception("observation round failed", extra={"pair": pair})
+            log.exception("%s round failed", key, extra={"pair": key.rsplit(":", maxsplit=1)[-1]})
         finally:
             with self._probing_lock:
-                self._probing.discard(pair)
+                self._probing.discard(key)

@@ -10,13 +10,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from .alerts import Alert, Notification
 from .clock import Clock, Timebase
 from .config import Config, PairConfig
-from .drivers import NodeHandle
-from .executor import Executor
+from .drivers import Check, NodeHandle
+from .executor import Executor, Rehearsal
 from .failover import Failover, Step
 from .metrics import Metrics
 from .observation import NodeObservation
@@ -26,6 +27,7 @@ from .policy import (
     Adopt,
     AlertsReceived,
     Decision,
+    DrillPlan,
     Event,
     ManualFailover,
     Observed,
@@ -34,10 +36,20 @@ from .policy import (
     Tick,
     Unfence,
     decide,
+    drill_plan,
     reconcile,
 )
+from .readiness import Readiness, check_json, preflight
 from .state import PairState, Phase
-from .store import EventRecord, LeaseLost, PairFault, StateUnreadable, Store, StoreTxn
+from .store import (
+    EventRecord,
+    JournalEntry,
+    LeaseLost,
+    PairFault,
+    StateUnreadable,
+    Store,
+    StoreTxn,
+)
 
 MAX_ATTEMPTS = 5  # a unit of work that raised this many times is quarantined
 
@@ -111,9 +123,19 @@ class Responder:
                         txn.save_pair(updated)
 
     def _apply(
-        self, txn: StoreTxn, pair: PairConfig, event: Event, now: float, kind: str | None = None
+        self,
+        txn: StoreTxn,
+        pair: PairConfig,
+        event: Event,
+        now: float,
+        kind: str | None = None,
+        *,
+        failover_data: dict[str, Any] | None = None,
     ) -> Decision:
-        """Decide one event for one pair inside `txn`, persisting state, events and failovers."""
+        """Decide one event for one pair inside `txn`, persisting state, events and failovers.
+
+        `failover_data` goes into the record of a failover the decision starts (a switchover's
+        options)."""
         state = txn.load_pair(pair.name) or PairState.initial(pair, now)
         decision = decide(reconcile(state, pair), event, now, pair)
         if not decision.changed:
@@ -131,11 +153,16 @@ class Responder:
             )
         )
         for action in decision.actions:
-            self._plan_failover(txn, pair, action, self.clock.now())
+            self._plan_failover(txn, pair, action, self.clock.now(), failover_data)
         return decision
 
     def _plan_failover(
-        self, txn: StoreTxn, pair: PairConfig, action: StartFailover, now: float
+        self,
+        txn: StoreTxn,
+        pair: PairConfig,
+        action: StartFailover,
+        now: float,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         failover = Failover(
             id=action.failover_id,
@@ -148,7 +175,7 @@ class Responder:
             step=Step.PLANNED,
             created_at=now,
             updated_at=now,
-            data={"signals": [s.__dict__ for s in action.signals]},
+            data={"signals": [s.__dict__ for s in action.signals], **(extra or {})},
         )
         txn.insert_failover(failover)
         txn.append_journal(failover.id, now, Step.PLANNED.value, "note", {"reason": action.reason})
@@ -423,13 +450,17 @@ class Responder:
 
     # ---- operator requests ----------------------------------------------------------------
 
-    def _operator(self, pair_name: str, event: Event, kind: str) -> Outcome:
+    def _operator(
+        self, pair_name: str, event: Event, kind: str, failover_data: dict[str, Any] | None = None
+    ) -> Outcome:
         try:
             pair = self.config.pair(pair_name)
         except KeyError:
             raise Rejected(f"unknown pair {pair_name!r}") from None
         with self.store.transaction() as txn:
-            decision = self._apply(txn, pair, event, self.time.now(), kind)
+            decision = self._apply(
+                txn, pair, event, self.time.now(), kind, failover_data=failover_data
+            )
         self._after(pair_name, decision)
         failover_id = decision.actions[0].failover_id if decision.actions else None
         return Outcome(pair_name, decision.reason, failover_id)
@@ -533,6 +564,166 @@ class Responder:
     def manual_failover(self, pair: str, target: str, by: str) -> Outcome:
         return self.operator(pair, ManualFailover(target, by))
 
+    def switchover(
+        self, pair_name: str, target: str, by: str, *, safe_slots: int = 0, timeout: float = 600.0
+    ) -> Outcome:
+        """A planned failover through the verified path; the old primary ends a standby.
+
+        With `safe_slots`, it first waits (up to `timeout`) until no key of the pair proposes
+        a block within that many slots; past the timeout it ends with nothing changed.
+        """
+        try:
+            pair = self.config.pair(pair_name)
+        except KeyError:
+            raise Rejected(f"unknown pair {pair_name!r}") from None
+        if safe_slots and (pair.ethereum is None or pair.ethereum.liveness is None):
+            raise Rejected(
+                "a safe moment needs a beacon node to read proposal duties from "
+                "(ethereum.liveness in the pair's config); retry without safe_slots"
+            )
+        data = {
+            "switchover": True,
+            "safe_slots": safe_slots,
+            "wait_until": self.clock.now() + timeout,
+        }
+        event = ManualFailover(target, by, planned=True)
+        return self._operator(pair_name, event, "operator:switchover", data)
+
+    # ---- readiness and drills -------------------------------------------------------------
+
+    def readiness_due(self, pair: str) -> bool:
+        """True for one process per pair and `readiness.interval`: that one runs preflight."""
+        interval = self.config.pair(pair).readiness.interval
+        return self.store.claim_schedule(f"readiness:{pair}", self.time.now(), interval)
+
+    def drill_due(self, pair: str) -> bool:
+        """True for one process per pair and `readiness.drill_every` (never when unset)."""
+        every = self.config.pair(pair).readiness.drill_every
+        if every is None:
+            return False
+        return self.store.claim_schedule(f"drill:{pair}", self.time.now(), every)
+
+    def _state(self, pair: PairConfig) -> PairState:
+        found = next((s for s in self.store.list_pairs() if s.pair == pair.name), None)
+        return reconcile(found, pair) if found else PairState.initial(pair, self.time.now())
+
+    def check_readiness(self, pair_name: str) -> Readiness:
+        """One read-only preflight round; an event when the verdict or failing checks change."""
+        pair = self.config.pair(pair_name)
+        checks = preflight(
+            pair,
+            self._state(pair),
+            self.nodes,
+            lambda node: self.executor.observe(pair_name, node),
+        )
+        report = Readiness(pair_name, self.clock.now(), checks)
+        before = self.store.reports(pair_name).get("readiness")
+        self.store.save_report(pair_name, "readiness", report.to_json())
+        failing = sorted(c.name for c in report.failing)
+        was = None
+        if before is not None:
+            was = sorted(c["name"] for c in before.get("checks", []) if c.get("ok") is False)
+        if was != failing:
+            kind = "readiness:ready" if report.ready else "readiness:not_ready"
+            data = {"failing": [check_json(c) for c in report.failing]}
+            with self.store.transaction() as txn:
+                txn.add_event(EventRecord(report.at, pair_name, kind, report.summary, data=data))
+            level = logging.INFO if report.ready else logging.WARNING
+            log.log(level, "readiness: %s", report.summary, extra={"pair": pair_name})
+        return report
+
+    def drill(self, pair_name: str, fault: str | None, by: str) -> dict[str, Any]:
+        """Answer "what would happen if `fault` failed now" by walking the failover's decision
+        and dry-run path against the real nodes: every probe and read-only check, the requests
+        a real failover would send in order, what would block it. Changes nothing on a node."""
+        try:
+            pair = self.config.pair(pair_name)
+        except KeyError:
+            raise Rejected(f"unknown pair {pair_name!r}") from None
+        started, t0 = self.clock.now(), self.clock.monotonic()
+        plan = drill_plan(self._state(pair), pair, fault, self.time.now())
+        checks: list[Check] = []
+        requests: list[dict[str, Any]] = []
+        steps: list[dict[str, Any]] = []
+        outcome, outcome_reason = None, None
+        if plan.source is not None and plan.target is not None:
+            rehearsal = Rehearsal(
+                self.config,
+                self.store,
+                self.nodes,
+                self.metrics,
+                self.clock,
+                owner=self.owner,
+                timebase=self.time,
+            )
+            seq = self.store.list_events(pair=pair_name, limit=1)
+            ended = rehearsal.run(
+                Failover(
+                    id=f"{pair_name}-drill-{seq[0].id if seq else 0}",
+                    pair=pair_name,
+                    source=plan.source,
+                    target=plan.target,
+                    automatic=True,
+                    dry_run=True,
+                    reason=f"drill by {by}: what if {plan.source} failed now",
+                    step=Step.PLANNED,
+                    created_at=started,
+                    updated_at=started,
+                    data={},
+                )
+            )
+            checks, requests, steps = rehearsal.checks, rehearsal.requests, rehearsal.steps
+            outcome, outcome_reason = ended.step.value, ended.outcome_reason
+        blockers, warnings = _drill_verdict(plan, checks, outcome, outcome_reason)
+        if self.config.pair_dry_run(pair):
+            warnings.append("the pair runs in dry-run: a real alert would only rehearse")
+        ok = not blockers
+        if plan.source is None and not blockers:
+            verdict = "no failover would start"
+        elif ok:
+            verdict = f"a real failover from {plan.source} to {plan.target} would succeed"
+        else:
+            verdict = "a real failover would NOT succeed"
+        report = {
+            "pair": pair_name,
+            "fault": plan.source or fault,
+            "source": plan.source,
+            "target": plan.target,
+            "by": by,
+            "at": started,
+            "duration_seconds": round(self.clock.monotonic() - t0, 3),
+            "ok": ok,
+            "verdict": verdict,
+            "blockers": blockers,
+            "warnings": warnings,
+            "notes": list(plan.notes),
+            "outcome": outcome,
+            "outcome_reason": outcome_reason,
+            "checks": [check_json(c) for c in checks],
+            "requests": requests,
+            "steps": steps,
+        }
+        self.store.save_report(pair_name, "drill", report)
+        if ok:
+            self.store.save_report(pair_name, "drill_success", {"at": started, "by": by})
+        reason = verdict + (f": {'; '.join(blockers)}" if blockers else "")
+        if warnings and ok:
+            reason += f" ({len(warnings)} warnings)"
+        with self.store.transaction() as txn:
+            txn.add_event(
+                EventRecord(
+                    started,
+                    pair_name,
+                    "drill:passed" if ok else "drill:failed",
+                    reason,
+                    data={k: report[k] for k in ("fault", "target", "by", "blockers", "warnings")},
+                )
+            )
+        log.log(
+            logging.INFO if ok else logging.WARNING, "drill: %s", reason, extra={"pair": pair_name}
+        )
+        return report
+
     # ---- read side ------------------------------------------------------------------------
 
     def _wall(self, t: float | None) -> str | None:
@@ -614,7 +805,8 @@ class Responder:
             failover = self.store.get_failover(state.failover_id) if state.failover_id else None
             cooldown_until = None
             if state.attempts:
-                end = max(a.at for a in state.attempts) + pair.policy.cooldown
+                end = max((a.at for a in state.attempts if not a.planned), default=-1e18)
+                end += pair.policy.cooldown
                 cooldown_until = end if end > now else None
             pending = None
             if state.phase is Phase.PENDING:
@@ -651,6 +843,7 @@ class Responder:
                 "reason": state.reason,
                 "reason_at": self._wall(state.reason_at),
                 "failover": None if failover is None else failover_summary(failover),
+                **_readiness_view(self.store.reports(pair.name)),
             }
             if pair.name in unreadable:
                 view |= {
@@ -661,6 +854,76 @@ class Responder:
                 }
             out.append(view)
         return out
+
+
+def _readiness_view(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The latest preflight and drill of a pair, as status shows them."""
+    ready = reports.get("readiness")
+    drill = reports.get("drill")
+    success = reports.get("drill_success")
+    readiness = None
+    if ready is not None:
+        readiness = {
+            "ready": ready.get("ready"),
+            "at": iso(ready.get("at")),
+            "summary": ready.get("summary"),
+            "checks": ready.get("checks", []),
+        }
+    last_drill = None
+    if drill is not None:
+        last_drill = {
+            key: drill.get(key)
+            for key in ("ok", "verdict", "fault", "target", "by", "blockers", "warnings")
+        }
+        last_drill["at"] = iso(drill.get("at"))
+    if success is not None:
+        last_drill = (last_drill or {}) | {"last_success_at": iso(success.get("at"))}
+    return {"readiness": readiness, "drill": last_drill}
+
+
+def _drill_verdict(
+    plan: DrillPlan, checks: list[Check], outcome: str | None, outcome_reason: str | None
+) -> tuple[list[str], list[str]]:
+    """Blockers and warnings of a drill.
+
+    The faulted node is the one assumed broken: its own failing API or fence levels are
+    warnings while another of its levels checks out, and a blocker when none does.
+    """
+    source = plan.source
+    blockers = list(plan.blockers)
+    warnings: list[str] = []
+
+    def of_source(check: Check) -> bool:
+        return source is not None and (
+            check.name in (f"{source}:api", f"{source}:fence")
+            or check.name.startswith(f"{source}:fence-level-")
+        )
+
+    fence = [c for c in checks if source and c.name.startswith(f"{source}:fence-level-")]
+    verified = any(c.ok for c in fence)
+    for check in checks:
+        line = f"{check.name}: {check.reason}"
+        if check.ok is None or (check.ok is False and of_source(check) and verified):
+            warnings.append(line)
+        elif check.ok is False:
+            blockers.append(line)
+    if fence and not verified:
+        blockers.append(f"no fence level of {source} could be verified")
+    if outcome not in (None, "done") and outcome_reason and not blockers:
+        blockers.append(outcome_reason)
+    return blockers, warnings
+
+
+def step_timings(journal: list[JournalEntry]) -> dict[str, float]:
+    """Seconds a failover spent in each step, from its journal, and in total."""
+    firsts: dict[str, float] = {}
+    for entry in journal:
+        firsts.setdefault(entry.step, entry.ts)
+    order = sorted(firsts.items(), key=lambda kv: kv[1])
+    out = {step: round(nxt - t, 3) for (step, t), (_, nxt) in pairwise(order)}
+    if order:
+        out["total"] = round(order[-1][1] - order[0][1], 3)
+    return out
 
 
 def failover_summary(failover: Failover) -> dict[str, Any]:

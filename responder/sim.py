@@ -5,6 +5,10 @@ Alertmanager can fire on it, and the responder's `http` driver can fence and act
 injected over a loopback-only API, and every signing interval is recorded so a test can prove
 that two nodes never signed at once.
 
+Its beacon node answers the few beacon API calls the responder makes: genesis (the chain, and a
+`genesis_time` from which the wall-clock slot follows), syncing (syncing while `stall_head` is
+on) and proposer duties (whatever a test set with POST /sim/duties).
+
 With `--keymanager local|remote` the node also speaks the standard Ethereum Keymanager API
 (`/eth/v1/keystores` or `/eth/v1/remotekeys`): its loaded validator keys are what it signs with, and
 a per-key slashing-protection database accumulates one attestation per epoch and a block every 8th
@@ -162,6 +166,21 @@ class KeyHistory:
         }
 
 
+@dataclass(frozen=True)
+class ProposerDuty:
+    """A block proposal the simulated beacon node reports for a slot."""
+
+    pubkey: str
+    validator_index: int
+
+    def to_json(self, slot: int) -> dict[str, str]:
+        return {
+            "pubkey": self.pubkey,
+            "validator_index": str(self.validator_index),
+            "slot": str(slot),
+        }
+
+
 @dataclass
 class LoadedKey:
     """A validator key the node has loaded: a local keystore or a remote-signer definition."""
@@ -187,6 +206,7 @@ class Sim:
         pubkeys: Sequence[str] = (),
         slots_per_epoch: int = SLOTS_PER_EPOCH,
         signer_url: str = DEFAULT_SIGNER_URL,
+        genesis_time: int | None = None,
     ) -> None:
         if keymanager is not None and keymanager not in KEYMANAGER_MODES:
             raise ValueError(f"keymanager must be one of {KEYMANAGER_MODES}, got {keymanager!r}")
@@ -200,6 +220,9 @@ class Sim:
         self.pubkeys = tuple(dict.fromkeys(pk.lower() for pk in pubkeys))
         self.slots_per_epoch = slots_per_epoch
         self.signer_url = signer_url
+        # whole seconds, as the beacon API serves it; default: now, so slot 0 is starting
+        started = time.time()
+        self.genesis_time = math.floor(started) if genesis_time is None else genesis_time
         self.cond = threading.Condition(threading.RLock())  # re-entrant: `signing` nests
         self.enabled = signing  # the generic agent's switch; keymanager mode uses `loaded`
         self.loaded: dict[str, LoadedKey] = {}
@@ -207,8 +230,11 @@ class Sim:
         self.refused_signings = 0
         self.faults: set[str] = set()
         self.key_faults: dict[str, set[str]] = {}  # fault -> the pubkeys it targets
-        self.head_slot = 0
+        # the head starts at the wall-clock slot, so head_slot + sync_distance follows genesis
+        self.head_slot = max(0, int((started - self.genesis_time) // slot_seconds))
         self.stalled_slots = 0  # slots elapsed since stall_head went on
+        # slot -> the proposal the beacon API reports there (POST /sim/duties sets them)
+        self.proposer_duties: dict[int, ProposerDuty] = {}
         self.signing_intervals: list[Interval] = []
         self.calls = {
             "status": 0,
@@ -367,6 +393,34 @@ class Sim:
             self.record_signing_locked()
             self.cond.notify_all()
 
+    def set_duties(self, duties: dict[int, ProposerDuty]) -> None:
+        """Replace the proposer duties the beacon API reports (an empty dict clears them)."""
+        with self.cond:
+            self.proposer_duties = dict(duties)
+            log.info("%s proposer duties: %d slots", self.name, len(duties))
+
+    def duties_in(self, epoch: int) -> list[dict[str, str]]:
+        """The beacon API's `data` for proposer duties in `epoch`, by slot."""
+        with self.cond:
+            first = epoch * self.slots_per_epoch
+            return [
+                self.proposer_duties[slot].to_json(slot)
+                for slot in range(first, first + self.slots_per_epoch)
+                if slot in self.proposer_duties
+            ]
+
+    def syncing(self) -> dict[str, Any]:
+        """The beacon API's `data` for /eth/v1/node/syncing: behind while stall_head is on."""
+        with self.cond:
+            stalled = "stall_head" in self.faults
+            return {
+                "head_slot": str(self.head_slot),
+                "sync_distance": str(self.stalled_slots if stalled else 0),
+                "is_syncing": stalled,
+                "is_optimistic": False,
+                "el_offline": False,
+            }
+
     def clear_faults(self) -> None:
         with self.cond:
             self.faults.clear()
@@ -510,6 +564,17 @@ def _pubkey(value: object) -> str | None:
     return value if PUBKEY_RE.match(value) else None
 
 
+def _uint(value: object) -> int | None:
+    """A non-negative integer given as an int or a decimal string, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None
+
+
 def _status(status: str, message: str) -> dict[str, str]:
     return {"status": status, "message": message}
 
@@ -527,7 +592,7 @@ def _is_loopback(addr: str | None) -> bool:
 
 
 Handler = Callable[..., Response]
-SIM_ENDPOINTS = frozenset({"fault_on", "fault_off", "faults_clear", "state"})
+SIM_ENDPOINTS = frozenset({"fault_on", "fault_off", "faults_clear", "state", "duties_set"})
 
 
 class SimApp:
@@ -546,6 +611,14 @@ class SimApp:
                 Rule("/sim/faults", methods=["DELETE"], endpoint="faults_clear"),
                 Rule("/sim/faults/<name>", methods=["DELETE"], endpoint="fault_off"),
                 Rule("/sim/state", methods=["GET"], endpoint="state"),
+                Rule("/sim/duties", methods=["POST"], endpoint="duties_set"),
+                Rule("/eth/v1/beacon/genesis", methods=["GET"], endpoint="beacon_genesis"),
+                Rule("/eth/v1/node/syncing", methods=["GET"], endpoint="beacon_syncing"),
+                Rule(
+                    "/eth/v1/validator/duties/proposer/<int:epoch>",
+                    methods=["GET"],
+                    endpoint="beacon_proposer_duties",
+                ),
                 Rule("/eth/v1/keystores", methods=["GET"], endpoint="keystores_get"),
                 Rule("/eth/v1/keystores", methods=["POST"], endpoint="keystores_post"),
                 Rule("/eth/v1/keystores", methods=["DELETE"], endpoint="keystores_delete"),
@@ -564,6 +637,10 @@ class SimApp:
             "faults_clear": self.faults_clear,
             "fault_off": self.fault_off,
             "state": self.state,
+            "duties_set": self.duties_set,
+            "beacon_genesis": self.beacon_genesis,
+            "beacon_syncing": self.beacon_syncing,
+            "beacon_proposer_duties": self.beacon_proposer_duties,
             "keystores_get": self.keystores_get,
             "keystores_post": self.keystores_post,
             "keystores_delete": self.keystores_delete,
@@ -722,6 +799,65 @@ class SimApp:
 
     def state(self, request: Request) -> Response:
         return _json(self.sim.state())
+
+    def duties_set(self, request: Request) -> Response:
+        """Replace the proposer duties: a JSON list of {"slot", "pubkey", "validator_index"?}
+        (numbers as integers or decimal strings); `[]` clears them."""
+        body = request.get_json(silent=True, force=True)
+        if not isinstance(body, list):
+            return _json({"error": 'expected a JSON list of {"slot", "pubkey"} objects'}, 400)
+        duties: dict[int, ProposerDuty] = {}
+        for item in body:
+            entry = item if isinstance(item, dict) else {}
+            slot, index = _uint(entry.get("slot")), _uint(entry.get("validator_index", 0))
+            pubkey = _pubkey(entry.get("pubkey"))
+            if slot is None or index is None or pubkey is None:
+                return _json(
+                    {
+                        "error": f"bad duty {item!r:.200}: slot and validator_index are "
+                        "non-negative integers, pubkey 0x + 96 hex"
+                    },
+                    400,
+                )
+            if slot in duties:
+                return _json({"error": f"slot {slot} has two proposers"}, 400)
+            duties[slot] = ProposerDuty(pubkey, index)
+        self.sim.set_duties(duties)
+        return _json({"duties": len(duties)})
+
+    # -- beacon node API ----------------------------------------------------------------
+
+    def _beacon(self) -> Response | None:
+        """A crashed host hangs; beacon_down answers 503 (the beacon API's error shape)."""
+        if self._crashed():
+            return _json({"code": 503, "message": "crashed"}, 503)
+        with self.sim.cond:
+            down = "beacon_down" in self.sim.faults
+        if down:
+            return _json({"code": 503, "message": "beacon_down injected"}, 503)
+        return None
+
+    def beacon_genesis(self, request: Request) -> Response:
+        if (stop := self._beacon()) is not None:
+            return stop
+        data = {
+            "genesis_time": str(self.sim.genesis_time),
+            "genesis_validators_root": self.sim.genesis_validators_root,
+            "genesis_fork_version": "0x00000000",
+        }
+        return _json({"data": data})
+
+    def beacon_syncing(self, request: Request) -> Response:
+        if (stop := self._beacon()) is not None:
+            return stop
+        return _json({"data": self.sim.syncing()})
+
+    def beacon_proposer_duties(self, request: Request, epoch: int) -> Response:
+        if (stop := self._beacon()) is not None:
+            return stop
+        root = _root_of(self.sim.genesis_validators_root, "dependent", epoch)
+        body = {"dependent_root": root, "execution_optimistic": False}
+        return _json(body | {"data": self.sim.duties_in(epoch)})
 
     # -- Ethereum Keymanager API --------------------------------------------------------
 
@@ -1016,6 +1152,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="slots per epoch (attestations are one per epoch)",
     )
     parser.add_argument(
+        "--genesis-time",
+        type=_positive_int,
+        help="beacon genesis, Unix seconds (default: start time); give sims of one chain the same",
+    )
+    parser.add_argument(
         "--signer-url",
         default=DEFAULT_SIGNER_URL,
         help="remote mode: the signer URL of the --pubkeys",
@@ -1052,6 +1193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pubkeys=args.pubkeys,
         slots_per_epoch=args.slots_per_epoch,
         signer_url=args.signer_url,
+        genesis_time=args.genesis_time,
     )
     host, port = args.listen
     server: BaseWSGIServer = make_server(host, port, SimApp(sim), threaded=True)

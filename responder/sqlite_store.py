@@ -112,6 +112,12 @@ CREATE TABLE IF NOT EXISTS observe_schedule (
     pair TEXT PRIMARY KEY,
     next_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reports (
+    pair TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (pair, kind)
+);
 CREATE TABLE IF NOT EXISTS journal (
     failover_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -570,17 +576,39 @@ class SqliteStore:
         return {r[0]: NodeObservation.from_json(json.loads(r[1])) for r in rows}
 
     def claim_observation(self, pair: str, now: float, interval: float) -> bool:
+        return self.claim_schedule(pair, now, interval)
+
+    def claim_schedule(self, key: str, now: float, interval: float) -> bool:
         with self._write(self._conn()) as conn:
             row = conn.execute(
-                "SELECT next_at FROM observe_schedule WHERE pair = ?", (pair,)
+                "SELECT next_at FROM observe_schedule WHERE pair = ?", (key,)
             ).fetchone()
             if row is not None and float(row[0]) > now and float(row[0]) - now <= interval:
                 return False  # due later (a schedule far in the future came from another boot)
             conn.execute(
                 "INSERT OR REPLACE INTO observe_schedule(pair, next_at) VALUES (?, ?)",
-                (pair, now + interval),
+                (key, now + interval),
             )
             return True
+
+    def save_report(self, pair: str, kind: str, doc: Mapping[str, Any]) -> None:
+        with self._write(self._conn()) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO reports(pair, kind, doc) VALUES (?, ?, ?)",
+                (pair, kind, json.dumps(dict(doc))),
+            )
+
+    def reports(self, pair: str) -> dict[str, dict[str, Any]]:
+        rows = (
+            self._conn().execute("SELECT kind, doc FROM reports WHERE pair = ?", (pair,)).fetchall()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for kind, doc in rows:
+            try:
+                out[kind] = json.loads(doc)
+            except ValueError:
+                continue  # a damaged report is shown as absent; the next round rewrites it
+        return out
 
     def list_events(
         self, pair: str | None = None, limit: int = 100, before: int | None = None

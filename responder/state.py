@@ -59,6 +59,7 @@ class Attempt:
     at: float
     automatic: bool
     failover_id: str
+    planned: bool = False  # a switchover: no cooldown follows it
 
 
 @dataclass(frozen=True)

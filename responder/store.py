@@ -224,6 +224,19 @@ class Store(Protocol):
         """True for exactly one caller per pair and interval: that one probes the nodes."""
         ...
 
+    def claim_schedule(self, key: str, now: float, interval: float) -> bool:
+        """True for exactly one caller per `key` ("readiness:PAIR", "drill:PAIR") and
+        interval: that one runs the scheduled work."""
+        ...
+
+    def save_report(self, pair: str, kind: str, doc: Mapping[str, Any]) -> None:
+        """Keep the latest report of a kind for a pair ("readiness", "drill", "drill_success")."""
+        ...
+
+    def reports(self, pair: str) -> dict[str, dict[str, Any]]:
+        """The latest report of each kind for a pair."""
+        ...
+
     def list_events(
         self, pair: str | None = None, limit: int = 100, before: int | None = None
     ) -> list[EventRecord]: ...

@@ -71,10 +71,10 @@ def test_amtool_check_config() -> None:
 
 
 def test_promtool_check_config() -> None:
-    """`promtool check config` accepts alerting/prometheus.yml and finds all four rule files in ../rules."""
+    """`promtool check config` accepts alerting/prometheus.yml and finds all five rule files in ../rules."""
     proc = run([binary("promtool"), "check", "config", str(PROM_CONFIG.relative_to(ROOT))])
     assert proc.returncode == 0, explain(proc)
-    assert "SUCCESS: 4 rule files found" in proc.stdout, explain(proc)
+    assert "SUCCESS: 5 rule files found" in proc.stdout, explain(proc)
 
 
 def test_responder_receiver_settings() -> None:
@@ -138,6 +138,18 @@ ROUTE_CASES = [
         {"alertname": "ValidatorClientDown", "pair": "p", "node": "n", "severity": "critical"},
         "operators",
         id="unlabelled-alert-is-not-a-trigger",
+    ),
+    pytest.param(
+        {
+            "alertname": "ResponderSplitBrain",
+            "pair": "p",
+            "node": "monitor",
+            "severity": "critical",
+            "component": "responder",
+            "failover_trigger": "false",
+        },
+        "operators",
+        id="responder-readiness-alert-reaches-people-only",
     ),
 ]
 

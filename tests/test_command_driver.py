@@ -93,7 +93,7 @@ def test_status_reads_signing_from_json_stdout() -> None:
 def test_fence_level_plan_sends_nothing(tmp_path: Path) -> None:
     """A command fence level's plan describes argv and env without running it."""
     marker = tmp_path / "ran"
-    fencer = CommandFencer("a", CommandFenceConfig(type="command", argv=("touch", str(marker))))
+    fencer = CommandFencer("a", 0, CommandFenceConfig(type="command", argv=("touch", str(marker))))
     plan = fencer.plan(CTX)
     assert plan.request["argv"] == ["touch", str(marker)]
     assert plan.request["env"]["RESPONDER_NODE"] == "a"

@@ -467,17 +467,24 @@ def test_standby_unhealthy_by_probe_aborts(make_harness, clock, httpserver: HTTP
 def test_dry_run_sends_no_mutating_request_and_records_plan(
     make_harness, clock, httpserver: HTTPServer
 ) -> None:
-    """Dry-run probes for real but sends no fence or activate; the events show the full plan."""
+    """Dry-run probes target and source for real but sends no fence or activate; the events
+    show the full plan."""
     h = make_harness(dry_run=True)
     httpserver.expect_request("/node-b/status", method="GET").respond_with_json(
         {"healthy": True, "signing": False}
+    )
+    httpserver.expect_request("/node-a/status", method="GET").respond_with_json(
+        {"healthy": False, "signing": True}
     )
     h.post_alert(notification(alert()))
     h.responder.step()
     clock.advance(21)
     [failover] = h.responder.step()
     assert failover.step.value == "done" and failover.dry_run
-    assert [r.method for r, _ in httpserver.log] == ["GET"]
+    assert [(r.method, r.path) for r, _ in httpserver.log] == [
+        ("GET", "/node-b/status"),
+        ("GET", "/node-a/status"),
+    ]
     assert h.roles() == {"node-a": "active", "node-b": "standby"}
     would = [e for e in h.events() if e["kind"] == "would_call"]
     assert [(e["data"]["action"], e["node"]) for e in reversed(would)] == [
@@ -488,6 +495,27 @@ def test_dry_run_sends_no_mutating_request_and_records_plan(
     assert request["method"] == "POST" and request["url"].endswith("/node-a/fence")
     assert request["headers"]["Authorization"] == "Bearer ***"
     assert NODE_TOKEN not in str(h.events())
+
+
+def test_dry_run_of_a_dead_primary_without_other_fence_levels_says_it_would_fail(
+    make_harness, clock, httpserver: HTTPServer
+) -> None:
+    """Dry-run with the primary's API down and no other fence level: a real failover could not
+    fence it, so the dry-run ends failed, naming the level, with nothing sent."""
+    h = make_harness(dry_run=True)
+    httpserver.expect_request("/node-b/status", method="GET").respond_with_json(
+        {"healthy": True, "signing": False}
+    )
+    httpserver.expect_request("/node-a/status", method="GET").respond_with_data("", status=500)
+    h.post_alert(notification(alert()))
+    h.responder.step()
+    clock.advance(21)
+    [failover] = h.responder.step()
+    assert failover.step.value == "failed" and failover.dry_run
+    assert "every fence level of node-a fails its check" in (failover.outcome_reason or "")
+    assert "level 0" in (failover.outcome_reason or "")
+    assert {r.method for r, _ in httpserver.log} == {"GET"}
+    assert h.roles() == {"node-a": "active", "node-b": "standby"}
 
 
 @pytest.mark.parametrize("lands_late", [False, True], ids=["never-lands", "lands-late"])

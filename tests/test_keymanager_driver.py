@@ -723,15 +723,19 @@ def test_liveness_gate_activates_after_quiet_epochs(
 def test_dry_run_sends_only_gets_and_redacts(
     eth_dry_harness, clock, httpserver: HTTPServer
 ) -> None:
-    """Dry-run: GETs run, DELETE and POST are recorded with redacted bodies and not sent."""
+    """Dry-run: GETs run on both nodes (the source is probed too), DELETE and POST are recorded
+    with redacted bodies and not sent."""
     httpserver.expect_request(f"/node-b{KS}", method="GET").respond_with_handler(
         spec_json("node-b", "GET", lambda _b: listing([]))
     )
+    httpserver.expect_request(f"/node-a{KS}", method="GET").respond_with_handler(
+        spec_json("node-a", "GET", lambda _b: listing(KEYS))
+    )
     dry = eth_dry_harness()
     [failover] = run_failover(dry, clock)
-    assert failover.step.value == "done" and failover.dry_run
+    assert failover.step.value == "done" and failover.dry_run, failover.outcome_reason
     assert {r.method for r, _ in httpserver.log} == {"GET"}
-    assert {r.path for r, _ in httpserver.log} == {f"/node-b{KS}"}  # the source is not probed
+    assert {r.path for r, _ in httpserver.log} == {f"/node-b{KS}", f"/node-a{KS}"}
     would = [e for e in dry.events() if e["kind"] == "would_call"]
     bodies = {e["data"]["action"]: e["data"]["request"]["json"] for e in would}
     assert bodies["fence"] == {"pubkeys": KEYS}

@@ -49,8 +49,14 @@ RULE_IDS = [f"{name}:{rule['alert']}" for name, rule in ALL_RULES]
 
 
 def test_rule_and_test_files_exist() -> None:
-    """The four rule files ship, each with a unit-test file of the same name."""
-    assert [p.name for p in RULE_FILES] == ["cosmos.yml", "ethereum.yml", "node.yml", "solana.yml"]
+    """The five rule files ship, each with a unit-test file of the same name."""
+    assert [p.name for p in RULE_FILES] == [
+        "cosmos.yml",
+        "ethereum.yml",
+        "node.yml",
+        "responder.yml",
+        "solana.yml",
+    ]
     assert [p.name for p in TEST_FILES] == [p.stem + ".test.yml" for p in RULE_FILES]
 
 
@@ -132,6 +138,27 @@ def test_every_alert_is_unit_tested_both_ways(filename: str, rule: dict[str, Any
                 silent |= not case.get("exp_alerts")
     assert fires, f"no unit test shows {rule['alert']} firing"
     assert silent, f"no unit test shows {rule['alert']} staying silent"
+
+
+def test_responder_alerts_are_about_the_responder() -> None:
+    """rules/responder.yml: the readiness alerts, labelled component="responder", none a failover trigger."""
+    rules = {rule["alert"]: rule for name, rule in ALL_RULES if name == "responder.yml"}
+    assert sorted(rules) == sorted(
+        [
+            "FailoverNotReady",
+            "FailoverReadinessStale",
+            "ResponderSplitBrain",
+            "FailoverDrillFailed",
+            "FailoverDrillOverdue",
+        ]
+    )
+    for name, rule in rules.items():
+        assert rule["labels"]["component"] == "responder", name
+        assert rule["labels"]["failover_trigger"] == "false", name
+    assert rules["ResponderSplitBrain"]["for"] == "0m"
+    assert rules["FailoverDrillFailed"]["for"] == "0m"
+    assert "responder adopt" in rules["ResponderSplitBrain"]["annotations"]["description"]
+    assert "responder status" in rules["FailoverNotReady"]["annotations"]["description"]
 
 
 def test_example_triggers_are_failover_trigger_rules() -> None:

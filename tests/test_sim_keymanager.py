@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug.test import Client
 
 from responder.eip3076 import Interchange, InterchangeError, check_handoff, parse_interchange
 from responder.sim import (
@@ -19,6 +20,7 @@ from responder.sim import (
     MAINNET_GENESIS_ROOT,
     SEPOLIA_GENESIS_ROOT,
     Sim,
+    SimApp,
     overlaps,
     parse_args,
 )
@@ -659,3 +661,107 @@ def test_new_faults_are_listed() -> None:
         "km_foreign_root",
     ):
         assert name in FAULTS
+
+
+# ---- the simulated beacon node API (in process) ------------------------------------------
+
+
+LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}  # the /sim API answers loopback callers only
+
+
+def beacon_sim(**kw: Any) -> tuple[Sim, Client]:
+    sim = Sim("node-a", "mainnet-a", slots_per_epoch=SPE, **kw)
+    return sim, Client(SimApp(sim))
+
+
+def test_beacon_genesis_serves_the_chain_and_a_genesis_time() -> None:
+    """GET genesis carries the sim's root and genesis time; the head starts at the wall slot."""
+    before = time.time()
+    sim, client = beacon_sim(genesis_validators_root=SEPOLIA_GENESIS_ROOT, genesis_time=1000)
+    after = time.time()
+    data = client.get("/eth/v1/beacon/genesis").get_json()["data"]
+    assert data == {
+        "genesis_time": "1000",
+        "genesis_validators_root": SEPOLIA_GENESIS_ROOT,
+        "genesis_fork_version": "0x00000000",
+    }
+    assert int(before - 1000) <= sim.head_slot <= int(after - 1000)  # 1 s slots
+    default = Sim("node-b", "mainnet-a")  # genesis: its start, in whole seconds
+    assert 0 <= time.time() - default.genesis_time < 5
+    assert default.head_slot <= 1  # 1 s slots: at most one slot since genesis
+
+
+def test_beacon_syncing_follows_stall_head() -> None:
+    """Syncing answers synced normally, and syncing N slots behind while stall_head is on."""
+    sim, client = beacon_sim()
+    synced = client.get("/eth/v1/node/syncing").get_json()["data"]
+    assert synced["is_syncing"] is False and synced["el_offline"] is False
+    assert synced["sync_distance"] == "0" and synced["head_slot"] == str(sim.head_slot)
+    sim.set_fault("stall_head", True)
+    for _ in range(3):
+        sim.tick()
+    behind = client.get("/eth/v1/node/syncing").get_json()["data"]
+    assert (behind["is_syncing"], behind["sync_distance"]) == (True, "3")
+    sim.set_fault("stall_head", False)
+    assert client.get("/eth/v1/node/syncing").get_json()["data"]["is_syncing"] is False
+
+
+def test_beacon_down_answers_503_on_the_beacon_api() -> None:
+    """beacon_down makes every beacon API call answer 503."""
+    sim, client = beacon_sim()
+    sim.set_fault("beacon_down", True)
+    for path in (
+        "/eth/v1/beacon/genesis",
+        "/eth/v1/node/syncing",
+        "/eth/v1/validator/duties/proposer/0",
+    ):
+        assert client.get(path).status_code == 503, path
+
+
+def test_proposer_duties_are_set_over_the_sim_api() -> None:
+    """POST /sim/duties replaces the duties; the beacon API lists those of the asked epoch."""
+    _sim, client = beacon_sim()
+    assert client.get("/eth/v1/validator/duties/proposer/1").get_json()["data"] == []
+    duties = [
+        {"slot": "5", "pubkey": K1.upper().replace("0X", "0x"), "validator_index": "3"},
+        {"slot": 4, "pubkey": K2},
+        {"slot": 9, "pubkey": K3, "validator_index": 9},
+    ]
+    resp = client.post("/sim/duties", json=duties, environ_base=LOOPBACK)
+    assert resp.status_code == 200 and resp.get_json() == {"duties": 3}
+    body = client.get("/eth/v1/validator/duties/proposer/1").get_json()
+    assert body["data"] == [
+        {"pubkey": K2, "validator_index": "0", "slot": "4"},
+        {"pubkey": K1, "validator_index": "3", "slot": "5"},
+    ]
+    assert ROOT_HEX.match(body["dependent_root"]) and body["execution_optimistic"] is False
+    assert client.post("/sim/duties", json=[], environ_base=LOOPBACK).get_json() == {"duties": 0}
+    assert client.get("/eth/v1/validator/duties/proposer/2").get_json()["data"] == []
+
+
+def test_bad_proposer_duties_are_refused() -> None:
+    """Malformed duties, two proposers for one slot, or a non-loopback caller are refused."""
+    sim, client = beacon_sim()
+    for bad in (
+        {"slot": 1, "pubkey": K1},
+        [{"slot": -1, "pubkey": K1}],
+        [{"slot": "x", "pubkey": K1}],
+        [{"slot": 1, "pubkey": "0x12"}],
+        [{"slot": 1, "pubkey": K1, "validator_index": True}],
+        [{"slot": 1, "pubkey": K1}, {"slot": "1", "pubkey": K2}],
+    ):
+        assert client.post("/sim/duties", json=bad, environ_base=LOOPBACK).status_code == 400, bad
+    remote = client.post(
+        "/sim/duties", json=[{"slot": 1, "pubkey": K1}], environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    assert remote.status_code == 403
+    assert sim.proposer_duties == {}
+
+
+def test_genesis_time_flag_is_parsed() -> None:
+    """--genesis-time sets the beacon genesis; it must be a positive integer."""
+    base = ["--name", "a", "--pair", "p", "--listen", "127.0.0.1:0"]
+    assert parse_args([*base, "--genesis-time", "1606824023"]).genesis_time == 1606824023
+    assert parse_args(base).genesis_time is None
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--genesis-time", "-5"])

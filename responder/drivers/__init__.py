@@ -9,6 +9,7 @@ from typing import Any
 from ..config import Config, KeymanagerDriverConfig, NodeConfig, PairConfig
 from .base import (
     ActionContext,
+    Check,
     DriverError,
     Fencer,
     NodeDriver,
@@ -22,6 +23,7 @@ from .keymanager import KeymanagerDriver
 
 __all__ = [
     "ActionContext",
+    "Check",
     "DriverError",
     "Fencer",
     "NodeDriver",
@@ -46,7 +48,7 @@ def _keymanager(node: NodeConfig) -> KeymanagerDriverConfig:
 
 FENCERS: dict[str, Callable[[str, int, Any], Fencer]] = {
     "http": HttpFencer,
-    "command": lambda node, _index, cfg: CommandFencer(node, cfg),
+    "command": CommandFencer,
 }
 
 

@@ -18,6 +18,24 @@ class NodeStatus:
     healthy: bool
     signing: bool | None  # None: the driver cannot tell
     detail: str = ""
+    chain: str | None = None  # the chain the node says it is on (genesis root, chain id), if told
+
+
+@dataclass(frozen=True)
+class Check:
+    """One read-only readiness check: passing, failing, or unverifiable (`ok` None).
+
+    `name` is short and stable (a metric label: "node-a:api", "node-a:fence-1");
+    `reason` says in plain words what was seen.
+    """
+
+    name: str
+    ok: bool | None
+    reason: str
+
+    @property
+    def verdict(self) -> str:
+        return {True: "ok", False: "FAIL", None: "unverifiable"}[self.ok]
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,15 @@ class NodeDriver(Protocol):
         """True when activating this node is unsafe without what a confirmed fence hands over."""
         ...
 
+    def preflight(self) -> tuple[Check, ...]:
+        """Read-only checks of what this node's fence and activation need beyond `status`:
+        the files an activation reads (tokens, keystores, passwords: present, parseable, not
+        readable by group or others), the commands it runs, the keys where a listing shows
+        them, the chain and sync state when the driver can ask. Never mutates a node; never
+        raises (a call that fails is a failing check). Check names start with the node name.
+        """
+        ...
+
 
 class Fencer(Protocol):
     """An extra fence level (power switch, stop command), tried after the driver's own fence.
@@ -104,3 +131,9 @@ class Fencer(Protocol):
     def fence(self, ctx: ActionContext) -> StepResult: ...
 
     def plan(self, ctx: ActionContext) -> PlannedCall: ...
+
+    def check(self) -> Check:
+        """The level's configured read-only check (`check:` in its config): ok when it
+        answers as expected, failing when not, unverifiable (ok None) when none is configured.
+        Never mutates, never raises; bounded like `fence`."""
+        ...

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from ..config import CommandDriverConfig, CommandFenceConfig
-from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
 
 _KEEP = 2000  # characters of stdout/stderr kept in the journal
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
@@ -110,6 +111,20 @@ def _collect(
     return bytes(bufs[stdout.fileno()]), bytes(bufs[stderr.fileno()])
 
 
+def missing_program(argv: Sequence[str], extra_env: Mapping[str, str]) -> str | None:
+    """Why argv[0] could not be started (not found, not executable), or None: what `run`
+    would find on the PATH it passes."""
+    path = dict(extra_env).get("PATH", os.environ.get("PATH", os.defpath))
+    program = argv[0]
+    if os.sep in program:
+        if not os.path.isfile(program):
+            return f"{program} does not exist"
+        if not os.access(program, os.X_OK):
+            return f"{program} is not executable"
+        return None
+    return None if shutil.which(program, path=path) else f"{program} is not on the PATH"
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(OSError):  # already gone
         os.killpg(proc.pid, signal.SIGKILL)
@@ -139,13 +154,33 @@ class CommandDriver:
         if proc.returncode != 0:
             raise DriverError(f"status command exited {proc.returncode}: {proc.stderr[-200:]!r}")
         signing: bool | None = None
+        healthy, chain = True, None
         try:
             data = json.loads(proc.stdout)
-            if isinstance(data, dict) and isinstance(data.get("signing"), bool):
-                signing = data["signing"]
         except ValueError:
-            pass
-        return NodeStatus(healthy=True, signing=signing, detail=proc.stdout[-_KEEP:])
+            data = None
+        if isinstance(data, dict):
+            if isinstance(data.get("signing"), bool):
+                signing = data["signing"]
+            if isinstance(data.get("healthy"), bool):
+                healthy = data["healthy"]
+            if isinstance(data.get("chain"), str) and data["chain"]:
+                chain = data["chain"]
+        return NodeStatus(
+            healthy=healthy, signing=signing, detail=proc.stdout[-_KEEP:], chain=chain
+        )
+
+    def preflight(self) -> tuple[Check, ...]:
+        """The fence and activate programs can be started (status runs in every probe)."""
+        problems = [
+            f"{action}: {why}"
+            for action, argv in (("fence", self.config.fence), ("activate", self.config.activate))
+            if (why := missing_program(argv, self.config.env)) is not None
+        ]
+        name = f"{self.node}:commands"
+        if problems:
+            return (Check(name, False, "; ".join(problems)),)
+        return (Check(name, True, "fence and activate programs found and executable"),)
 
     def _mutate(self, action: Action, ctx: ActionContext) -> StepResult:
         argv = self.config.fence if action == "fence" else self.config.activate
@@ -182,8 +217,9 @@ class CommandDriver:
 class CommandFencer:
     """An extra fence level as a command (e.g. a power-off or service-stop script)."""
 
-    def __init__(self, node: str, config: CommandFenceConfig) -> None:
+    def __init__(self, node: str, index: int, config: CommandFenceConfig) -> None:
         self.node = node
+        self.index = index
         self.config = config
 
     @property
@@ -198,6 +234,32 @@ class CommandFencer:
         if proc.returncode != 0:
             raise DriverError(f"fence command exited {proc.returncode}: {proc.stderr[-200:]!r}")
         return StepResult(detail="fence command exited 0", data=_outcome(proc))
+
+    def check(self) -> Check:
+        name = f"{self.node}:fence-level-{self.index + 1}"
+        check = self.config.check
+        missing = missing_program(self.config.argv, self.config.env)
+        if missing is not None:
+            return Check(name, False, f"the fence command cannot run: {missing}")
+        if check is None:
+            return Check(
+                name,
+                None,
+                f"{self.name}: no check configured, so whether it works is unknown until it "
+                "is needed (add `check: {command: [...]}`)",
+            )
+        env = dict(self.config.env) | context_env(None, "check", self.node)
+        try:
+            proc = run(check.command, env, check.timeout)
+        except DriverError as exc:
+            return Check(name, False, f"check {check.command[0]}: {exc}")
+        if proc.returncode != 0:
+            return Check(
+                name,
+                False,
+                f"check {check.command[0]} exited {proc.returncode}: {proc.stderr[-200:]!r}",
+            )
+        return Check(name, True, f"check {check.command[0]} exited 0")
 
     def plan(self, ctx: ActionContext) -> PlannedCall:
         return PlannedCall(

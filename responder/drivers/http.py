@@ -6,8 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, HttpDriverConfig, HttpFenceConfig, read_secret
-from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+from ..config import (
+    ConfigError,
+    HttpDriverConfig,
+    HttpFenceConfig,
+    read_secret,
+    secret_file_problem,
+)
+from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
 from .transport import (
     AGENT_MAX_BYTES,
     SUMMARY_CHARS,
@@ -94,7 +100,23 @@ class HttpDriver:
                 f"GET {url}: expected boolean 'healthy' and 'signing', got "
                 f"healthy={_short(healthy)}, signing={_short(signing)}"
             )
-        return NodeStatus(healthy=healthy, signing=signing, detail=json.dumps(data)[:_MAX_KEEP])
+        chain = data.get("chain")
+        return NodeStatus(
+            healthy=healthy,
+            signing=signing,
+            detail=json.dumps(data)[:_MAX_KEEP],
+            chain=chain if isinstance(chain, str) and chain else None,
+        )
+
+    def preflight(self) -> tuple[Check, ...]:
+        """The token file every call reads; the agent's own answers are checked by status."""
+        if self.config.token_file is None:
+            return ()
+        problem = secret_file_problem(self.config.token_file)
+        name = f"{self.node}:token"
+        if problem is not None:
+            return (Check(name, False, f"driver.token_file: {problem}"),)
+        return (Check(name, True, "token file readable, owner-only"),)
 
     def _mutate(self, action: Action, ctx: ActionContext) -> StepResult:
         url = self._url(action)
@@ -173,6 +195,42 @@ class HttpFencer:
                     f"got {_short(wrong)}"
                 )
         return StepResult(detail=f"{cfg.method} {cfg.url} answered {answer.status}")
+
+    def check(self) -> Check:
+        name = f"{self.node}:fence-level-{self.index + 1}"
+        check = self.config.check
+        if check is None:
+            return Check(
+                name,
+                None,
+                f"{self._name}: no check configured, so whether it works is unknown until "
+                "it is needed (add `check: {url: ...}`)",
+            )
+        token_file = check.token_file or self.config.token_file
+        what = f"{check.method} {check.url}"
+        try:
+            token = _token(token_file, f"{self.node} fence_levels[{self.index}] check token")
+            transport = Transport(
+                limits=Limits(check.timeout, check.timeout, AGENT_MAX_BYTES, total=check.timeout),
+                verify=self._transport.verify,
+            )
+            answer = transport.request(check.method, check.url, headers=_headers(token))
+            if answer.status not in check.expect_status:
+                summary = error_summary(answer, [token] if token else [])
+                return Check(name, False, f"check {what} answered {answer.status}{summary}")
+            if check.expect_json is not None:
+                data = _json_object(answer, f"check {what}")
+                wrong = {k: data.get(k) for k, v in check.expect_json.items() if data.get(k) != v}
+                if wrong:
+                    return Check(
+                        name,
+                        False,
+                        f"check {what}: expected {_short(dict(check.expect_json))}, "
+                        f"got {_short(wrong)}",
+                    )
+        except DriverError as exc:
+            return Check(name, False, f"check {what}: {exc}")
+        return Check(name, True, f"check {what} answered {answer.status}")
 
     def plan(self, ctx: ActionContext) -> PlannedCall:
         cfg = self.config

@@ -3,20 +3,33 @@
 Fence: DELETE the pair's keys on the primary; confirmed only when every key is reported
 stopped and (local keystores) the returned EIP-3076 history is valid for exactly these keys
 on this chain. Activate: POST the keys to the standby with that very history (or, remote
-signer mode, the signer URL). Tokens, keystores and passwords never leave this module except
-in the requests themselves.
+signer mode, the signer URL). Preflight: read-only checks of the token, the key listing, the
+keystores an activation would read, and (with `beacon_url`) the beacon node's chain and sync
+state. Tokens, keystores and passwords never leave this module except in the requests
+themselves.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, EthereumConfig, KeymanagerDriverConfig, PairConfig, read_secret
+from ..config import (
+    ConfigError,
+    EthereumConfig,
+    KeymanagerDriverConfig,
+    PairConfig,
+    read_secret,
+    secret_file_problem,
+)
 from ..eip3076 import InterchangeError, as_text, check_handoff, parse_interchange
-from .base import Action, ActionContext, DriverError, NodeStatus, PlannedCall, StepResult
+from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
 from .transport import (
+    BEACON_MAX_BYTES,
     KEYMANAGER_BYTES_PER_KEY,
     KEYMANAGER_MAX_BYTES,
     Limits,
@@ -28,6 +41,8 @@ from .transport import (
 HISTORY_KEY = "slashing_protection"
 # a spec-conforming DELETE answers these per key when the key no longer signs here
 _STOPPED = {"local": {"deleted", "not_active"}, "remote": {"deleted", "not_found"}}
+
+log = logging.getLogger(__name__)
 
 
 class KeymanagerDriver:
@@ -47,6 +62,12 @@ class KeymanagerDriver:
         cap = KEYMANAGER_MAX_BYTES + KEYMANAGER_BYTES_PER_KEY * len(self.pubkeys)
         self._transport = Transport(
             limits=Limits(config.connect_timeout, config.timeout, cap),
+            verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
+            tls_hint=" (see tls.ca_file)",
+        )
+        # preflight only: the beacon node this client uses (genesis and syncing answers)
+        self._beacon = Transport(
+            limits=Limits(config.connect_timeout, config.timeout, BEACON_MAX_BYTES),
             verify=tls_verify(config.tls.ca_file, config.tls.insecure_skip_verify),
             tls_hint=" (see tls.ca_file)",
         )
@@ -81,7 +102,10 @@ class KeymanagerDriver:
             headers["Authorization"] = f"Bearer {token}"
         answer = self._transport.request(method, url, headers=headers, body=body)
         if answer.status in (401, 403):
-            raise DriverError(f"{method} {url} answered {answer.status}: check the API token")
+            raise DriverError(
+                f"{method} {url} answered {answer.status}: the API token was refused; "
+                "check the API token"
+            )
         if answer.status != 200:
             known = [*secrets, token] if token else list(secrets)
             raise DriverError(
@@ -107,6 +131,146 @@ class KeymanagerDriver:
             signing=bool(loaded),
             detail=f"{len(loaded)} of {len(self.pubkeys)} keys loaded",
         )
+
+    # ---- preflight ------------------------------------------------------------------------
+
+    def preflight(self) -> tuple[Check, ...]:
+        """Token, keys, keystores (local mode), chain and sync: GETs and file reads only.
+
+        Each check runs on its own, so one failing (or raising by surprise) never hides the
+        others; the chain and sync checks ask the beacon node the validator client uses.
+        """
+        checks: list[Check] = []
+        if self.config.token_file is not None:
+            checks.append(self._guard("token", self._check_token))
+        checks.append(self._guard("keys", self._check_keys))
+        if self.config.mode == "local":
+            checks.append(self._guard("keystores", self._check_keystores))
+        checks.extend(self._beacon_checks())
+        return tuple(checks)
+
+    def _guard(self, what: str, check: Callable[[], Check]) -> Check:
+        """Run one check; a DriverError or any surprise is a failing check, never a raise."""
+        name = f"{self.node}:{what}"
+        try:
+            return check()
+        except DriverError as exc:
+            return Check(name, False, str(exc))
+        except Exception as exc:  # a bug here must not stop the other checks or the caller
+            log.warning("%s preflight crashed", name, exc_info=True)
+            return Check(name, False, f"the check itself failed ({type(exc).__name__})")
+
+    def _check_token(self) -> Check:
+        name = f"{self.node}:token"
+        assert self.config.token_file is not None  # only called with a token file
+        problem = secret_file_problem(self.config.token_file)
+        if problem is not None:
+            return Check(name, False, f"driver.token_file: {problem}")
+        return Check(name, True, "token file readable, not empty, owner-only")
+
+    def _check_keys(self) -> Check:
+        """One listing: all of the pair's keys or none is a clean state; a partial set is not."""
+        name = f"{self.node}:keys"
+        loaded = self._listing() & set(self.pubkeys)
+        total = len(self.pubkeys)
+        if len(loaded) == total:
+            return Check(name, True, f"all {total} keys loaded: this node signs")
+        if not loaded:
+            return Check(name, True, f"none of the {total} keys loaded")
+        missing = ", ".join(k[:12] + "…" for k in self.pubkeys if k not in loaded)
+        return Check(
+            name,
+            False,
+            f"{len(loaded)} of {total} keys loaded: a partial set; missing {missing}. "
+            "A failover moves every key: settle which node signs by hand first",
+        )
+
+    def _check_keystores(self) -> Check:
+        """The files an activation reads: present, parseable, the right key, owner-only."""
+        name = f"{self.node}:keystores"
+        problems: list[str] = []
+        for key in self.pubkeys:
+            entry = self.eth.keystore(key)
+            if entry is None:
+                problems.append(f"no keystore configured for {key}")
+                continue
+            problem = _keystore_problem(entry.keystore_file, key)
+            if problem is not None:
+                problems.append(problem)
+            problem = secret_file_problem(entry.password_file)
+            if problem is not None:
+                problems.append(f"password {problem}")
+        if problems:
+            return Check(name, False, "; ".join(problems))
+        total = len(self.pubkeys)
+        return Check(
+            name,
+            True,
+            f"{total} keystores and passwords readable, owner-only, matching their pubkeys",
+        )
+
+    def _beacon_get(self, path: str) -> dict[str, Any]:
+        """A GET on the beacon node (no token: the Keymanager token is not the beacon's)."""
+        assert self.config.beacon_url is not None  # only called with a beacon_url
+        url = self.config.beacon_url + path
+        answer = self._beacon.request("GET", url, headers={"Accept": "application/json"})
+        if answer.status != 200:
+            raise DriverError(f"GET {url} answered {answer.status}{error_summary(answer)}")
+        try:
+            body = answer.json()
+        except ValueError:
+            raise DriverError(f"GET {url}: response is not JSON") from None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise DriverError(f"GET {url}: expected {{'data': {{...}}}}")
+        return data
+
+    def _beacon_checks(self) -> list[Check]:
+        """Chain, then sync; a beacon node that fails the first call is not asked again (it
+        would only double the wait), and both checks fail with its reason."""
+        chain, sync = f"{self.node}:chain", f"{self.node}:sync"
+        if self.config.beacon_url is None:
+            reason = "no beacon_url configured: the chain of this node cannot be checked"
+            return [Check(chain, None, reason)]
+        try:
+            genesis = self._beacon_get("/eth/v1/beacon/genesis")
+        except DriverError as exc:
+            return [Check(chain, False, str(exc)), Check(sync, False, f"not asked: {exc}")]
+        except Exception as exc:  # never raise from preflight
+            log.warning("%s preflight crashed", chain, exc_info=True)
+            reason = f"the check itself failed ({type(exc).__name__})"
+            return [Check(chain, False, reason), Check(sync, False, reason)]
+        return [
+            self._guard("chain", lambda: self._check_chain(genesis)),
+            self._guard("sync", self._check_sync),
+        ]
+
+    def _check_chain(self, genesis: Mapping[str, Any]) -> Check:
+        name = f"{self.node}:chain"
+        root = genesis.get("genesis_validators_root")
+        want = self.eth.genesis_validators_root.lower()
+        if not isinstance(root, str) or not root:
+            return Check(name, False, "beacon genesis answer has no genesis_validators_root")
+        if root.lower() != want:
+            reason = f"beacon node is on chain {_hex(root, 32)}, not this pair's {want}"
+            return Check(name, False, reason)
+        return Check(name, True, f"beacon node is on this pair's chain ({want})")
+
+    def _check_sync(self) -> Check:
+        name = f"{self.node}:sync"
+        data = self._beacon_get("/eth/v1/node/syncing")
+        syncing = data.get("is_syncing")
+        if not isinstance(syncing, bool):
+            return Check(name, False, "beacon syncing answer has no boolean is_syncing")
+        if syncing:
+            distance = _uint_text(data.get("sync_distance"))
+            return Check(name, False, f"beacon node is syncing, {distance} slots behind")
+        if data.get("el_offline") is True:
+            return Check(name, False, "execution client offline: the beacon node cannot follow")
+        head = _uint_text(data.get("head_slot"))
+        optimistic = data.get("is_optimistic") is True
+        note = " (optimistic: its execution client is catching up)" if optimistic else ""
+        return Check(name, True, f"beacon node synced at head slot {head}{note}")
 
     # ---- fence ----------------------------------------------------------------------------
 
@@ -266,3 +430,47 @@ class KeymanagerDriver:
 def _summary(statuses: Sequence[str]) -> str:
     counts: Mapping[str, int] = {s: statuses.count(s) for s in sorted(set(statuses))}
     return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _hex(value: str, size: int) -> str:
+    """A root or pubkey from a node or file, quoted only when it is `size` bytes of hex."""
+    text = value.lower()
+    return text if re.fullmatch(f"0x[0-9a-f]{{{2 * size}}}", text) else f"(not {size}-byte hex)"
+
+
+def _uint_text(value: Any) -> str:
+    """A decimal slot count from a beacon answer, or '?' when it is not one."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return text if text.isdigit() and len(text) <= 20 else "?"
+
+
+def _keystore_problem(path: Path, pubkey: str) -> str | None:
+    """Why the keystore an activation reads would fail or leak, or None. Never quotes it."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"keystore {path}: cannot read ({exc.strerror})"
+    except UnicodeDecodeError:
+        return f"keystore {path}: not UTF-8 text"
+    problems: list[str] = []
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        problems.append("not a JSON object (EIP-2335 keystore expected)")
+    else:
+        if not isinstance(doc.get("crypto"), dict):
+            problems.append("no crypto object")
+        stored = doc.get("pubkey")
+        if not isinstance(stored, str) or not stored:
+            problems.append("no pubkey")
+        elif stored.lower().removeprefix("0x") != pubkey.removeprefix("0x"):
+            held = _hex(stored if stored.lower().startswith("0x") else "0x" + stored, 48)
+            problems.append(f"holds pubkey {held}, not {pubkey}")
+    if mode & 0o077:
+        problems.append(f"accessible by group/others (mode {mode & 0o777:o}); chmod 600 it")
+    if not problems:
+        return None
+    return f"keystore {path}: {', '.join(problems)}"
