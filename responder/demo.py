@@ -15,8 +15,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from .cli import format_status
-from .lab import Lab, LabError, LabSettings
+from .cli import format_drill, format_status
+from .lab import PAIR, Lab, LabError, LabSettings
 from .sim import overlaps
 
 SETTINGS = LabSettings(
@@ -69,6 +69,8 @@ def run() -> int:
         )
         print(format_status([lab.pair()]) + "\n")
         print(_keys(lab) + "\n")
+        print("before any fault: responder drill mainnet-a (what if node-a failed now?)")
+        print(format_drill(lab.post(f"/api/v1/pairs/{PAIR}/drill")) + "\n")
 
         injected = lab.inject("node-a", "vc_down")
         print(f"{_clock(injected)}  FAULT: validator client on node-a (the primary) stops\n")

@@ -339,6 +339,10 @@ class Lab:
                                 "url": self.url(node),
                                 "token_file": "./secrets/node-token",
                                 "timeout": "3s",
+                                # the simulated node serves its beacon API on the same port
+                                **(
+                                    {"beacon_url": self.url(node)} if self.settings.ethereum else {}
+                                ),
                             },
                         }
                         for node in NODES
@@ -488,6 +492,16 @@ class Lab:
             self.url("responder") + path,
             headers={"Authorization": f"Bearer {self.operator_token}"},
             timeout=5,
+        )
+        resp.raise_for_status()
+        return resp.json()
+
+    def post(self, path: str, body: Any = None, timeout: float = 60.0) -> Any:
+        resp = requests.post(
+            self.url("responder") + path,
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+            json=body,
+            timeout=timeout,
         )
         resp.raise_for_status()
         return resp.json()

@@ -94,6 +94,12 @@ def judge(
             checks.append(Check(f"{node.name}:api", True, f"answered: {_answer(obs)}"))
         else:
             checks.append(Check(f"{node.name}:api", False, f"no usable answer: {obs.detail}"))
+    if state.phase is Phase.FAILING_OVER:
+        # who signs is changing by design: judged again once the failover has ended
+        checks.extend(_chains(pair, observations))
+        checks.append(_automation(state))
+        checks.extend(extra)
+        return tuple(checks)
     checks.append(_signer(state, observations))
     standbys = [n.name for n in pair.nodes if state.roles.get(n.name) is Role.STANDBY]
     ready_standbys = []
@@ -184,7 +190,11 @@ def _automation(state: PairState) -> Check:
     if state.paused:
         return Check("automation", False, "paused: alerts are recorded but not acted on")
     if state.phase is Phase.FAILING_OVER:
-        return Check("automation", None, f"failover {state.failover_id} in flight")
+        return Check(
+            "automation",
+            None,
+            f"failover {state.failover_id} in flight: signer and standbys are checked after it",
+        )
     return Check("automation", True, f"{state.phase.value}: an alert would be acted on")
 
 

@@ -30,6 +30,9 @@ def test_demo_runs_the_loop_and_cleans_up() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for needle in (
+        "drill mainnet-a: a real failover from node-a to node-b would succeed",
+        "1. fence node-a: DELETE http",
+        "nothing was changed on any node",
         "FAULT: validator client on node-a",
         "failover_planned",
         "failover:fenced",
