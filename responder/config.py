@@ -207,6 +207,12 @@ class HttpCheckConfig(_Frozen):
     token_file: ConfigPath | None = None  # default: the level's own token_file
     timeout: Duration = 5.0
 
+    @model_validator(mode="after")
+    def _body_for_json(self) -> HttpCheckConfig:
+        if self.method == "HEAD" and self.expect_json is not None:
+            raise ValueError("expect_json needs method GET: a HEAD answer has no body")
+        return self
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:

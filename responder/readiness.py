@@ -155,7 +155,7 @@ def _signer(state: PairState, observations: Mapping[str, NodeObservation]) -> Ch
 def _standby(name: str, obs: NodeObservation) -> Check:
     check = f"{name}:standby"
     if not obs.reachable:
-        return Check(check, False, "did not answer, so it cannot take over")
+        return Check(check, False, f"no usable answer, so it cannot take over: {obs.detail}")
     if obs.signing is True:
         return Check(check, False, "a standby that reports signing: two signers")
     if not obs.healthy:

@@ -86,6 +86,11 @@ class HttpDriver:
     def _call(self, method: str, url: str, body: Any = None) -> Answer:
         token = _token(self.config.token_file, f"{self.node} driver.token_file")
         answer = self._transport.request(method, url, headers=_headers(token), body=body)
+        if answer.status in (401, 403):
+            raise DriverError(
+                f"{method} {url} answered {answer.status}: the token was refused; check "
+                "driver.token_file"
+            )
         if answer.status != 200:
             summary = error_summary(answer, [token] if token else [])
             raise DriverError(f"{method} {url} answered {answer.status}{summary}")
@@ -219,7 +224,7 @@ class HttpFencer:
                 summary = error_summary(answer, [token] if token else [])
                 return Check(name, False, f"check {what} answered {answer.status}{summary}")
             if check.expect_json is not None:
-                data = _json_object(answer, f"check {what}")
+                data = _json_object(answer, what)
                 wrong = {k: data.get(k) for k, v in check.expect_json.items() if data.get(k) != v}
                 if wrong:
                     return Check(
@@ -229,7 +234,7 @@ class HttpFencer:
                         f"got {_short(wrong)}",
                     )
         except DriverError as exc:
-            return Check(name, False, f"check {what}: {exc}")
+            return Check(name, False, f"check: {exc}")
         return Check(name, True, f"check {what} answered {answer.status}")
 
     def plan(self, ctx: ActionContext) -> PlannedCall:
