@@ -27,6 +27,7 @@ from responder.cli import format_status
 from responder.clock import ManualClock
 from responder.config import ConfigError, load_config, parse_config
 from responder.readiness import Readiness
+from responder.runner import Runner
 from responder.sim import Sim, SimApp
 from tests.conftest import Harness, base_config, write_config
 from tests.fakenode import FakeNode
@@ -698,6 +699,42 @@ def test_readiness_is_due_once_per_interval_for_one_process(
         first.store.close()
         second.store.close()
     assert all(a.calls["status"] == 0 for a in agents.values())
+
+
+def test_scheduled_drills_are_off_by_default_and_due_once_per_drill_every(
+    tmp_path: Path, clock: ManualClock, agents: dict[str, Agent]
+) -> None:
+    """Without `drill_every` no drill is ever due and the runner has no drill job; with it, one
+    process runs a drill per interval, the drill metrics appear, and the interval is exported
+    for the overdue alert."""
+    nodes = http_pair(agents)
+    off = build(tmp_path / "off", clock, nodes)
+    try:
+        assert off.config.pair(PAIR).readiness.drill_every is None
+        assert off.responder.drill_due(PAIR) is False
+        runner = Runner(off.responder, poll_interval=1.0, lease=15.0)
+        assert [key for key, *_ in runner._jobs()] == [PAIR, f"readiness:{PAIR}"]
+    finally:
+        off.store.close()
+    on = build(tmp_path / "on", clock, nodes, pair={"readiness": {"drill_every": "24h"}})
+    other = Harness(on.config, clock, owner="other")
+    try:
+        runner = Runner(on.responder, poll_interval=1.0, lease=15.0)
+        assert f"drill:{PAIR}" in [key for key, *_ in runner._jobs()]
+        assert on.responder.drill_due(PAIR) is True
+        assert other.responder.drill_due(PAIR) is False
+        report = on.responder.drill(PAIR, None, "schedule")
+        assert report["ok"] is True, report["blockers"]
+        metrics = on.client.get("/metrics").get_data(as_text=True)
+        assert f'responder_drill_ok{{pair="{PAIR}"}} 1.0' in metrics
+        assert f'responder_drill_every_seconds{{pair="{PAIR}"}} 86400.0' in metrics
+        clock.advance(86400)
+        assert other.responder.drill_due(PAIR) is True
+        assert on.responder.drill_due(PAIR) is False
+    finally:
+        on.store.close()
+        other.store.close()
+    assert all(a.calls["fence"] == 0 and a.calls["activate"] == 0 for a in agents.values())
 
 
 # ---- 5. status, API and CLI ----------------------------------------------------------------
