@@ -9,7 +9,6 @@ every read-only probe runs and every mutating call is recorded as "would call" i
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -740,11 +739,14 @@ class Executor:
             wake = now + eth.liveness.seconds_per_slot
             try:
                 chain = client.chain()
-                epoch = chain.epoch(now)
-                duties = dict(client.proposer_duties(epoch))
-                # some beacon nodes answer only for the current epoch
-                with contextlib.suppress(DriverError):
-                    duties |= client.proposer_duties(epoch + 1)
+                # every epoch the window touches must be read: a window whose duties are
+                # unknown is never called clear (a beacon node answering only for the
+                # current epoch makes the switchover wait for a window inside it)
+                first = chain.slot(now) // chain.slots_per_epoch
+                last = (chain.slot(now) + slots) // chain.slots_per_epoch
+                duties: dict[int, str] = {}
+                for epoch in range(first, last + 1):
+                    duties |= client.proposer_duties(epoch)
                 ahead = proposal_ahead(chain, duties, eth.pubkeys, now, slots)
             except DriverError as exc:
                 note = f"cannot read proposal duties ({exc}); asking again"

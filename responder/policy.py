@@ -592,6 +592,12 @@ def _failover_ended(
         )
         cause = f"failover {event.failover_id} {label}: {event.reason}"
         return _evaluate(new, now, pair, cause=cause, may_start=False)
+    planned = any(a.planned for a in state.attempts if a.failover_id == event.failover_id)
+    if planned and event.outcome == "aborted":
+        # a switchover stopped before it changed anything: the pair is as it was, protected
+        new = state.evolve(phase=Phase.ARMED, roles=roles, deadline=None, uncertain=uncertain)
+        cause = f"switchover {event.failover_id} aborted, nothing was changed: {event.reason}"
+        return _evaluate(new, now, pair, cause=cause, may_start=False)
     reason = (
         f"failover {event.failover_id} {event.outcome}: {event.reason}; "
         "automation blocked until an operator acknowledges"

@@ -581,6 +581,13 @@ class Responder:
                 "a safe moment needs a beacon node to read proposal duties from "
                 "(ethereum.liveness in the pair's config); retry without safe_slots"
             )
+        if safe_slots and pair.ethereum and pair.ethereum.liveness:
+            per_epoch = pair.ethereum.liveness.slots_per_epoch
+            if safe_slots > per_epoch:
+                raise Rejected(
+                    f"safe_slots {safe_slots} reaches past the next epoch, whose proposal "
+                    f"duties beacon nodes do not know yet; use at most {per_epoch}"
+                )
         data = {
             "switchover": True,
             "safe_slots": safe_slots,
