@@ -122,6 +122,7 @@ class HttpPaths(_Frozen):
     status: str = "/status"
     fence: str = "/fence"
     activate: str = "/activate"
+    liveness: str = "/liveness"
 
 
 class HttpDriverConfig(_Frozen):
@@ -134,6 +135,9 @@ class HttpDriverConfig(_Frozen):
     timeout: Duration = 5.0
     paths: HttpPaths = HttpPaths()
     tls: TlsConfig = TlsConfig()  # private CA or self-signed agent certificate
+    # required: activating this node needs what the fence handed over (a Solana tower, a
+    # CometBFT sign state); without it the pair's `handoff.without` gate decides
+    handoff: Literal["none", "required"] = "none"
 
     @field_validator("url")
     @classmethod
@@ -374,6 +378,17 @@ class ObserveConfig(_Frozen):
     interval: Duration = Field(default=15.0, gt=0)
 
 
+class HandoffConfig(_Frozen):
+    """What an activation that needs a hand-off does when the fence brought none (an
+    out-of-band level such as a power switch fenced the primary)."""
+
+    # operator: wait for `responder confirm`; chain: wait until the target's agent sees no
+    # vote or signature from the validator for `quiet` slots or heights after the fence
+    without: Literal["operator", "chain"] = "operator"
+    quiet: int = Field(default=200, ge=1)
+    poll: Duration = Field(default=5.0, gt=0)
+
+
 class ReadinessConfig(_Frozen):
     """Continuous preflight of the failover path, and optional scheduled drills."""
 
@@ -387,6 +402,7 @@ class PairConfig(_Frozen):
     policy: PolicyConfig
     observe: ObserveConfig = ObserveConfig()
     readiness: ReadinessConfig = ReadinessConfig()
+    handoff: HandoffConfig = HandoffConfig()
     dry_run: bool | None = None
     ethereum: EthereumConfig | None = None
 

@@ -239,6 +239,7 @@ class Executor:
             reason=f.reason,
             handoff=dict(data.get("handoff") or {}),
             handoff_waived=data.get("handoff_waived"),
+            planned=bool(data.get("switchover")),
         )
 
     # ---- between fence and activation -----------------------------------------------------
@@ -251,14 +252,23 @@ class Executor:
             self._check(f, self._handoff_check(f))
         if f.dry_run or not target.needs_handoff or data.get("handoff"):
             return self._advance(f, Step.ACTIVATING, {"target": f.target})
-        eth = self.config.pair(f.pair).ethereum
-        gate = eth.without_history if eth is not None else "operator"
-        why = (
-            f"no slashing-protection history was handed over by the fence of {f.source or '(none)'}"
+        gate = self._gate_kind(f.pair)
+        what = (
+            "slashing-protection history"
+            if gate == "liveness" or self._is_eth(f.pair)
+            else "hand-off"
         )
+        why = f"no {what} was handed over by the fence of {f.source or '(none)'}"
         if gate == "operator":
             waiting = f"{why}: activation of {f.target} waits for an operator (responder confirm {f.pair})"
             wake = FOREVER
+        elif gate == "chain":
+            quiet = self.config.pair(f.pair).handoff.quiet
+            waiting = (
+                f"{why}: activation of {f.target} waits until {f.target} sees no signature of "
+                f"the validator for {quiet} slots or heights after the fence"
+            )
+            wake = self.time.now()
         else:
             waiting = f"{why}: activation of {f.target} waits until the chain shows the validators not live"
             wake = self.time.now()
@@ -271,6 +281,15 @@ class Executor:
             wake_at=wake,
         )
 
+    def _is_eth(self, pair: str) -> bool:
+        return self.config.pair(pair).ethereum is not None
+
+    def _gate_kind(self, pair: str) -> str:
+        """How an activation that needs a hand-off proceeds without one: operator, liveness
+        (Ethereum: the beacon node's liveness API) or chain (the target agent's view)."""
+        eth = self.config.pair(pair).ethereum
+        return eth.without_history if eth is not None else self.config.pair(pair).handoff.without
+
     def _check_gate(self, f: Failover) -> Failover:
         data = dict(f.data or {})
         if data.get("confirmed_by"):
@@ -281,6 +300,8 @@ class Executor:
                 {"target": f.target, "handoff_waived": waiver},
                 data_update={"handoff_waived": waiver},
             )
+        if data.get("gate") == "chain":
+            return self._chain_gate(f, data)
         if data.get("gate") != "liveness":
             return f
         eth = self.config.pair(f.pair).ethereum
@@ -315,6 +336,43 @@ class Executor:
         wake = self.time.from_wall(step.wake_at)  # an epoch boundary, on the wall clock
         self._wait(f, data, step.progress, wake, step.note)
         return replace(f, data=data, wake_at=wake)
+
+    def _chain_gate(self, f: Failover, data: dict[str, Any]) -> Failover:
+        """Activate without a hand-off once the target sees no signature of the validator for
+        `quiet` slots or heights, counted from the first look after the fence (so a stalled
+        view, or a signature older than the agent can see, never shortens the wait)."""
+        handoff = self.config.pair(f.pair).handoff
+        driver = self.nodes[(f.pair, f.target)].driver
+        try:
+            pos = _guard(driver.chain_position)
+        except DriverError as exc:
+            retry = self.time.now() + handoff.poll
+            self._wait(f, data, {"chain_error": str(exc)}, retry, f"chain check failed: {exc}")
+            return replace(f, wake_at=retry)
+        start = int(data.get("chain_start", pos.current))
+        since = max(start, pos.last_signed if pos.last_signed is not None else start)
+        quiet = pos.current - since
+        progress = {
+            "chain_start": start,
+            "chain_current": pos.current,
+            "chain_last": pos.last_signed,
+        }
+        if quiet >= handoff.quiet:
+            waiver = (
+                f"chain: no signature of the validator seen by {f.target} for {quiet} "
+                f"{pos.unit}s after the fence (last at {pos.last_signed})"
+            )
+            return self._advance(
+                f,
+                Step.ACTIVATING,
+                {"target": f.target, "handoff_waived": waiver},
+                data_update={"handoff_waived": waiver, **progress},
+            )
+        retry = self.time.now() + handoff.poll
+        note = f"{quiet} of {handoff.quiet} quiet {pos.unit}s (current {pos.current}, last signature {pos.last_signed})"
+        data |= progress
+        self._wait(f, data, progress, retry, note)
+        return replace(f, data=data, wake_at=retry)
 
     def _wait(
         self,
@@ -680,15 +738,13 @@ class Executor:
             return Check(name, None, f"no node to fence: the activation of {f.target} would wait")
         if level == 0:
             return Check(
-                name, True, f"the fence of {f.source} would hand its history over to {f.target}"
+                name, True, f"the fence of {f.source} would hand its state over to {f.target}"
             )
-        eth = self.config.pair(f.pair).ethereum
-        gate = eth.without_history if eth is not None else "operator"
-        waits = (
-            "an operator (responder confirm)"
-            if gate == "operator"
-            else "the chain to show the validators not live"
-        )
+        gate = self._gate_kind(f.pair)
+        waits = {
+            "operator": "an operator (responder confirm)",
+            "chain": "the validator's signatures to stop on the chain",
+        }.get(gate, "the chain to show the validators not live")
         return Check(
             name,
             None,

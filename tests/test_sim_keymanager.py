@@ -22,8 +22,8 @@ from responder.sim import (
     Sim,
     SimApp,
     overlaps,
-    parse_args,
 )
+from responder.sim.ethereum import parse_args
 from tests.test_sim import TOKEN, SimProc, running_sims, wait_until
 
 SPE = 4  # slots per epoch in these tests: with 0.05 s slots an epoch is 0.2 s

@@ -52,6 +52,7 @@ class ActionContext:
     handoff: Mapping[str, Any] = field(default_factory=dict)
     # set when activation may proceed without a hand-off, saying who or what allowed it
     handoff_waived: str | None = None
+    planned: bool = False  # a switchover: the node may wait for a safe moment to fence
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class StepResult:
     detail: str
     data: Mapping[str, Any] = field(default_factory=dict)
     handoff: Mapping[str, Any] | None = None  # persisted before activation, passed to it
+
+
+@dataclass(frozen=True)
+class ChainPosition:
+    """How far the chain is as a node sees it, and the last slot or height the validator's
+    key signed (None: not seen recently)."""
+
+    unit: str  # "slot" | "height"
+    current: int
+    last_signed: int | None
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,11 @@ class NodeDriver(Protocol):
     @property
     def needs_handoff(self) -> bool:
         """True when activating this node is unsafe without what a confirmed fence hands over."""
+        ...
+
+    def chain_position(self) -> ChainPosition:
+        """Read-only: the chain's progress and the validator's last signature as this node
+        sees it, for the `handoff.without: chain` gate. DriverError when it cannot tell."""
         ...
 
     def preflight(self) -> tuple[Check, ...]:

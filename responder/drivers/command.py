@@ -20,7 +20,16 @@ from collections.abc import Mapping, Sequence
 from typing import IO
 
 from ..config import CommandDriverConfig, CommandFenceConfig
-from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
+from .base import (
+    Action,
+    ActionContext,
+    ChainPosition,
+    Check,
+    DriverError,
+    NodeStatus,
+    PlannedCall,
+    StepResult,
+)
 
 _KEEP = 2000  # characters of stdout/stderr kept in the journal
 _PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
@@ -169,6 +178,9 @@ class CommandDriver:
         return NodeStatus(
             healthy=healthy, signing=signing, detail=proc.stdout[-_KEEP:], chain=chain
         )
+
+    def chain_position(self) -> ChainPosition:
+        raise DriverError("this driver cannot tell the chain's progress")
 
     def preflight(self) -> tuple[Check, ...]:
         """The fence and activate programs can be started (status runs in every probe)."""

@@ -13,7 +13,16 @@ from ..config import (
     read_secret,
     secret_file_problem,
 )
-from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
+from .base import (
+    Action,
+    ActionContext,
+    ChainPosition,
+    Check,
+    DriverError,
+    NodeStatus,
+    PlannedCall,
+    StepResult,
+)
 from .transport import (
     AGENT_MAX_BYTES,
     SUMMARY_CHARS,
@@ -25,6 +34,7 @@ from .transport import (
 )
 
 _MAX_KEEP = 2000  # characters of a response body kept in the journal
+HANDOFF_KEY = "agent"  # where an agent's hand-off sits in the persisted fence result
 
 
 def _token(token_file: Path | None, what: str) -> str | None:
@@ -126,17 +136,53 @@ class HttpDriver:
     def _mutate(self, action: Action, ctx: ActionContext) -> StepResult:
         url = self._url(action)
         want = action == "activate"
-        data = _json_object(self._call("POST", url, self._body(ctx)), f"POST {url}")
+        data = _json_object(self._call("POST", url, self._body(action, ctx)), f"POST {url}")
         signing = data.get("signing")
         if signing is not want:
             raise DriverError(
                 f"POST {url} answered 200 but 'signing' is {_short(signing)}, "
                 f"so the {action} is not confirmed"
             )
-        return StepResult(detail=f"POST {url}: signing={json.dumps(signing)}", data=data)
+        blob = data.get("handoff") if action == "fence" else None
+        if blob is not None and not isinstance(blob, dict):
+            raise DriverError(f"POST {url}: 'handoff' must be a JSON object")
+        kept = {k: v for k, v in data.items() if k != "handoff"}  # the journal keeps the rest
+        if blob:
+            kept["handoff_bytes"] = len(json.dumps(blob))
+        return StepResult(
+            detail=f"POST {url}: signing={json.dumps(signing)}"
+            + (" (hand-off received)" if blob else ""),
+            data=kept,
+            handoff={HANDOFF_KEY: blob, "from": self.node} if blob else None,
+        )
 
-    def _body(self, ctx: ActionContext) -> dict[str, Any]:
-        return {"pair": ctx.pair, "failover_id": ctx.failover_id, "reason": ctx.reason}
+    def _body(self, action: Action, ctx: ActionContext) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "pair": ctx.pair,
+            "failover_id": ctx.failover_id,
+            "reason": ctx.reason,
+            "planned": ctx.planned,
+        }
+        if action == "activate":
+            body["handoff"] = ctx.handoff.get(HANDOFF_KEY)
+            body["handoff_waived"] = ctx.handoff_waived
+        return body
+
+    def chain_position(self) -> ChainPosition:
+        url = self._url("liveness")
+        data = _json_object(self._call("GET", url), f"GET {url}")
+        unit, current, last = data.get("unit"), data.get("current"), data.get("last_signed")
+        if (
+            unit not in ("slot", "height")
+            or not isinstance(current, int)
+            or isinstance(current, bool)
+            or not (last is None or (isinstance(last, int) and not isinstance(last, bool)))
+        ):
+            raise DriverError(
+                f"GET {url}: expected unit slot|height, integer current, integer or null "
+                f"last_signed; got {_short(data)}"
+            )
+        return ChainPosition(unit=str(unit), current=current, last_signed=last)
 
     def fence(self, ctx: ActionContext) -> StepResult:
         return self._mutate("fence", ctx)
@@ -144,7 +190,9 @@ class HttpDriver:
     def activate(self, ctx: ActionContext) -> StepResult:
         return self._mutate("activate", ctx)
 
-    needs_handoff = False
+    @property
+    def needs_handoff(self) -> bool:
+        return self.config.handoff == "required"
 
     @property
     def settle_time(self) -> float:
@@ -155,9 +203,12 @@ class HttpDriver:
     def plan(self, action: Action, ctx: ActionContext) -> PlannedCall:
         url = self._url(action)
         headers = _planned_headers(self.config.token_file)
+        body = self._body(action, ctx)
+        if action == "activate" and self.needs_handoff:
+            body["handoff"] = "<the hand-off returned by the fence>"
         return PlannedCall(
             description=f"POST {url}",
-            request={"method": "POST", "url": url, "headers": headers, "json": self._body(ctx)},
+            request={"method": "POST", "url": url, "headers": headers, "json": body},
         )
 
 

@@ -27,7 +27,16 @@ from ..config import (
     secret_file_problem,
 )
 from ..eip3076 import InterchangeError, as_text, check_handoff, parse_interchange
-from .base import Action, ActionContext, Check, DriverError, NodeStatus, PlannedCall, StepResult
+from .base import (
+    Action,
+    ActionContext,
+    ChainPosition,
+    Check,
+    DriverError,
+    NodeStatus,
+    PlannedCall,
+    StepResult,
+)
 from .transport import (
     BEACON_MAX_BYTES,
     KEYMANAGER_BYTES_PER_KEY,
@@ -133,6 +142,9 @@ class KeymanagerDriver:
         )
 
     # ---- preflight ------------------------------------------------------------------------
+
+    def chain_position(self) -> ChainPosition:
+        raise DriverError("this driver cannot tell the chain's progress")
 
     def preflight(self) -> tuple[Check, ...]:
         """Token, keys, keystores (local mode), chain and sync: GETs and file reads only.

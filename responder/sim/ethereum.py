@@ -14,7 +14,7 @@ With `--keymanager local|remote` the node also speaks the standard Ethereum Keym
 a per-key slashing-protection database accumulates one attestation per epoch and a block every 8th
 slot while it signs, exported as EIP-3076 by DELETE and merged from the history a POST carries.
 
-Run: python -m responder.sim --name node-a --pair mainnet-a --listen 127.0.0.1:PORT [--signing]
+Run: python -m responder.sim [ethereum] --name node-a --pair mainnet-a --listen 127.0.0.1:PORT [--signing]
      [--keymanager local --pubkeys 0x...,0x...]
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -44,7 +43,17 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from .eip3076 import InterchangeError, parse_interchange
+from ..eip3076 import InterchangeError, parse_interchange
+from .common import (
+    METRICS_CONTENT_TYPE,
+    Interval,
+    _gauges,
+    _is_loopback,
+    _json,
+    _listen,
+    _positive,
+    _positive_int,
+)
 
 FAULTS: tuple[str, ...] = (
     "vc_down",
@@ -78,37 +87,8 @@ KEYMANAGER_MODES = ("local", "remote")
 PUBKEY_RE = re.compile(r"^0x[0-9a-f]{96}$")
 ROOT_RE = re.compile(r"^0x[0-9a-f]{64}$")
 PEERS = 50
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-Interval = list[float | None]
 
 log = logging.getLogger("responder.sim")
-
-
-def overlaps(
-    a: Sequence[Sequence[float | None]], b: Sequence[Sequence[float | None]]
-) -> list[tuple[Interval, Interval]]:
-    """Pairs of intervals (one from each list) that share time: two signers at once.
-
-    Intervals are half-open [start, end): one ending exactly when the other starts is a clean
-    handover, not an overlap. An end of None (still signing) counts as +infinity.
-    """
-
-    def bounds(iv: Sequence[float | None]) -> tuple[float, float]:
-        start, end = iv[0], iv[1]
-        return (
-            -math.inf if start is None else float(start),
-            math.inf if end is None else float(end),
-        )
-
-    found: list[tuple[Interval, Interval]] = []
-    for x in a:
-        xs, xe = bounds(x)
-        for y in b:
-            ys, ye = bounds(y)
-            if xs < ye and ys < xe:
-                found.append((list(x), list(y)))
-    return found
 
 
 def _root_of(*parts: object) -> str:
@@ -540,17 +520,6 @@ class Sim:
             )
 
 
-def _gauges(items: Iterable[tuple[str, str, float | bool]]) -> bytes:
-    lines: list[str] = []
-    for name, help_text, value in items:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {int(value)}"]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body) + "\n", status=status, content_type="application/json")
-
-
 def _error(message: str, status: int) -> Response:
     """A Keymanager API error: the spec's ErrorResponse, `{"message": ...}`."""
     return _json({"message": message}, status)
@@ -577,18 +546,6 @@ def _uint(value: object) -> int | None:
 
 def _status(status: str, message: str) -> dict[str, str]:
     return {"status": status, "message": message}
-
-
-def _is_loopback(addr: str | None) -> bool:
-    if not addr:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 Handler = Callable[..., Response]
@@ -1075,26 +1032,6 @@ class SimApp:
             sim.record_signing_locked()
         log.info("%s DELETE remotekeys: %s", sim.name, ", ".join(r["status"] for r in results))
         return _json({"data": results})
-
-
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value!r}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _genesis_root(value: str) -> str:
