@@ -28,6 +28,8 @@ from typing import Any
 import requests
 import yaml
 
+from .sim.solana import read_keypair, vote_account_of, write_keypair
+
 REPO = Path(__file__).resolve().parents[1]
 PAIR = "mainnet-a"
 NODES = ("node-a", "node-b")
@@ -64,6 +66,7 @@ class Proc:
     ready_url: str
     env: dict[str, str] | None = None
     popen: subprocess.Popen[bytes] | None = None
+    ready_headers: dict[str, str] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         with self.log.open("ab") as out:
@@ -80,7 +83,8 @@ class Proc:
             if self.popen.poll() is not None:
                 raise LabError(f"{self.name} exited {self.popen.returncode}:\n{self.tail()}")
             try:
-                if requests.get(self.ready_url, timeout=1).status_code == 200:
+                ready = requests.get(self.ready_url, headers=self.ready_headers, timeout=1)
+                if ready.status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -174,6 +178,7 @@ class Timeline:
 
 @dataclass
 class LabSettings:
+    chain: str = "ethereum"  # ethereum | solana | cosmos (these two through responder-agent)
     dry_run: bool = False
     rule_for: str = "3s"
     hold: str = "3s"
@@ -186,9 +191,21 @@ class LabSettings:
     ethereum: bool = False  # keymanager driver and simulated keys instead of the http agent
     slots_per_epoch: int = 4
     failover_lease: str = "5s"
+    block_seconds: float = 0.5  # solana slots and cometbft heights
+
+    @property
+    def rule_files(self) -> tuple[str, ...]:
+        return self.rules if self.chain == "ethereum" else (f"{self.chain}.yml",)
 
 
 GENESIS_ROOT = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
+COSMOS_VALIDATOR = "C0FFEE00" * 5
+COSMOS_CHAIN_ID = "lab-1"
+TRIGGERS = {
+    "ethereum": ("ValidatorClientDown", "BeaconNodeStalled"),
+    "solana": ("SolanaNodeUnhealthy", "SolanaNodeDown"),
+    "cosmos": ("CometBFTNodeDown", "CometBFTValidatorNotSigning"),
+}
 PUBKEYS = ("0x" + "a1" * 48, "0x" + "b2" * 48)
 
 
@@ -202,6 +219,7 @@ class Lab:
     operator_token: str = ""
     webhook_token: str = ""
     node_token: str = ""
+    identity: str = ""  # solana: the staked identity's pubkey
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -225,21 +243,10 @@ class Lab:
         for name in (*NODES, "prometheus", "alertmanager", "responder"):
             self.ports[name] = free_port()
         self._write_secrets()
-        for i, node in enumerate(NODES):
-            argv = [
-                sys.executable, "-m", "responder.sim", "--name", node, "--pair", PAIR,
-                "--listen", f"127.0.0.1:{self.ports[node]}",
-                "--token-file", str(self.workdir / "secrets" / "node-token"),
-                "--slot-seconds", str(self.settings.slot_seconds),
-            ] + (["--signing"] if i == 0 else [])  # fmt: skip
-            if self.settings.ethereum:
-                argv += [
-                    "--keymanager", "local",
-                    "--genesis-validators-root", GENESIS_ROOT,
-                    "--pubkeys", ",".join(PUBKEYS),
-                    "--slots-per-epoch", str(self.settings.slots_per_epoch),
-                ]  # fmt: skip
-            self._start(node, argv, self.url(node) + "/sim/state")
+        if self.settings.chain == "ethereum":
+            self._start_ethereum_nodes()
+        else:
+            self._start_agent_nodes()
         self._write_responder_config()
         self._start(
             "responder",
@@ -279,6 +286,96 @@ class Lab:
             self.url("prometheus") + "/-/ready",
         )
 
+    def _start_ethereum_nodes(self) -> None:
+        for i, node in enumerate(NODES):
+            argv = [
+                sys.executable, "-m", "responder.sim", "--name", node, "--pair", PAIR,
+                "--listen", f"127.0.0.1:{self.ports[node]}",
+                "--token-file", str(self.workdir / "secrets" / "node-token"),
+                "--slot-seconds", str(self.settings.slot_seconds),
+            ] + (["--signing"] if i == 0 else [])  # fmt: skip
+            if self.settings.ethereum:
+                argv += [
+                    "--keymanager", "local",
+                    "--genesis-validators-root", GENESIS_ROOT,
+                    "--pubkeys", ",".join(PUBKEYS),
+                    "--slots-per-epoch", str(self.settings.slots_per_epoch),
+                ]  # fmt: skip
+            self._start(node, argv, self.url(node) + "/sim/state")
+
+    def _start_agent_nodes(self) -> None:
+        """Two simulated Solana or CometBFT nodes sharing one cluster record, each with a
+        responder-agent next to it that runs the chain's fake CLI against it."""
+        s = self.settings
+        cluster = self.workdir / "cluster"
+        keys = self.workdir / "keys"
+        for directory in (cluster, keys):
+            directory.mkdir(parents=True, exist_ok=True)
+        genesis = int(time.time()) - 2
+        staked = keys / "staked.json"
+        if s.chain == "solana":
+            self.identity = write_keypair(staked)
+        for i, node in enumerate(NODES):
+            self.ports[f"agent-{node}"] = free_port()
+            home = self.workdir / f"{node}-home"
+            home.mkdir(exist_ok=True)
+            common = [
+                sys.executable, "-m", "responder.sim", s.chain, "--name", node,
+                "--listen", f"127.0.0.1:{self.ports[node]}", "--cluster-dir", str(cluster),
+                "--genesis-time", str(genesis), "--hang-seconds", "2",
+            ]  # fmt: skip
+            section: dict[str, Any]
+            if s.chain == "solana":
+                unstaked = keys / f"unstaked-{node}.json"
+                write_keypair(unstaked)
+                argv = [
+                    *common, "--ledger", str(home), "--staked-keypair", str(staked),
+                    "--unstaked-keypair", str(unstaked), "--slot-seconds", str(s.block_seconds),
+                    "--health-slot-distance", "4",
+                ] + (["--active"] if i == 0 else [])  # fmt: skip
+                section = {
+                    "ledger": str(home),
+                    "validator": [sys.executable, "-m", "responder.sim.agave"],
+                    "rpc_url": self.url(node),
+                    "staked_identity": str(staked),
+                    "unstaked_identity": str(unstaked),
+                    "vote_account": vote_account_of(read_keypair(staked)),
+                    "wait_for_restart_window": False,
+                    "verify_timeout": "10s",
+                }
+            else:
+                argv = [
+                    *common, "--home", str(home), "--validator-address", COSMOS_VALIDATOR,
+                    "--chain-id", COSMOS_CHAIN_ID, "--block-seconds", str(s.block_seconds),
+                    "--double-sign-check-height", "2",
+                ] + (["--signing"] if i == 0 else [])  # fmt: skip
+                ctl = [sys.executable, "-m", "responder.sim.cometctl", "--home", str(home)]
+                section = {
+                    "home": str(home),
+                    "stop": [*ctl, "stop"],
+                    "start": [*ctl, "start"],
+                    "is_running": [*ctl, "is-active"],
+                    "rpc_url": self.url(node),
+                    "validator_address": COSMOS_VALIDATOR,
+                    "rpc_timeout": "2s",
+                    "verify_timeout": "20s",
+                }
+            self._start(node, argv, self.url(node) + "/sim/state")
+            agent = {
+                "listen": f"127.0.0.1:{self.ports[f'agent-{node}']}",
+                "token_file": str(self.workdir / "secrets" / "node-token"),
+                "chain": s.chain,
+                s.chain: section,
+            }
+            path = self.workdir / f"agent-{node}.yml"
+            path.write_text(yaml.safe_dump(agent, sort_keys=False))
+            self._start(
+                f"agent-{node}",
+                [sys.executable, "-m", "responder.agent", "--config", str(path)],
+                self.url(f"agent-{node}") + "/status",
+                ready_headers={"Authorization": f"Bearer {self.node_token}"},
+            )
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
@@ -287,9 +384,15 @@ class Lab:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _start(
-        self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        ready: str,
+        env: dict[str, str] | None = None,
+        ready_headers: dict[str, str] | None = None,
     ) -> None:
-        proc = Proc(name, argv, self.workdir / f"{name}.log", ready, env)
+        log = self.workdir / f"{name}.log"
+        proc = Proc(name, argv, log, ready, env, ready_headers=ready_headers)
         self.procs.append(proc)
         proc.start()
 
@@ -334,22 +437,13 @@ class Lab:
                         {
                             "name": node,
                             "match": {"node": node},
-                            "driver": {
-                                "type": "ethereum-keymanager" if self.settings.ethereum else "http",
-                                "url": self.url(node),
-                                "token_file": "./secrets/node-token",
-                                "timeout": "3s",
-                                # the simulated node serves its beacon API on the same port
-                                **(
-                                    {"beacon_url": self.url(node)} if self.settings.ethereum else {}
-                                ),
-                            },
+                            "driver": self._driver(node),
                         }
                         for node in NODES
                     ],
                     **({"ethereum": self._ethereum_section()} if self.settings.ethereum else {}),
                     "policy": {
-                        "triggers": ["ValidatorClientDown", "BeaconNodeStalled"],
+                        "triggers": list(TRIGGERS[self.settings.chain]),
                         "hold": self.settings.hold,
                         "quorum": 1,
                         "cooldown": "1h",
@@ -360,6 +454,24 @@ class Lab:
             ],
         }
         (self.workdir / "responder.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _driver(self, node: str) -> dict[str, Any]:
+        if self.settings.chain != "ethereum":  # the node's agent, which hands over its state
+            return {
+                "type": "http",
+                "url": self.url(f"agent-{node}"),
+                "token_file": "./secrets/node-token",
+                "timeout": "25s",
+                "handoff": "required",
+            }
+        return {
+            "type": "ethereum-keymanager" if self.settings.ethereum else "http",
+            "url": self.url(node),
+            "token_file": "./secrets/node-token",
+            "timeout": "3s",
+            # the simulated node serves its beacon API on the same port
+            **({"beacon_url": self.url(node)} if self.settings.ethereum else {}),
+        }
 
     def _ethereum_section(self) -> dict[str, Any]:
         """Keystore and password files for the simulated keys (the sim does not decrypt)."""
@@ -439,7 +551,7 @@ class Lab:
         s = self.settings
         rules_dir = self.workdir / "rules"
         rules_dir.mkdir(exist_ok=True)
-        for name in s.rules:
+        for name in s.rule_files:
             fast_rules(REPO / "rules" / name, rules_dir / name, s.rule_for)
 
         def job(name: str, path: str) -> dict[str, Any]:
@@ -459,15 +571,24 @@ class Lab:
 
         config = {
             "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": "1s"},
-            "rule_files": [str(rules_dir / name) for name in s.rules],
+            "rule_files": [str(rules_dir / name) for name in s.rule_files],
             "alerting": {
                 "alertmanagers": [
                     {"static_configs": [{"targets": [f"127.0.0.1:{self.ports['alertmanager']}"]}]}
                 ]
             },
-            "scrape_configs": [job("validator", "/metrics"), job("beacon", "/beacon/metrics")],
+            "scrape_configs": [job(name, path) for name, path in self.jobs],
         }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    @property
+    def jobs(self) -> list[tuple[str, str]]:
+        """Scrape jobs, named as the shipped rules expect (validator*, beacon*, solana*, cometbft*)."""
+        if self.settings.chain == "solana":
+            return [("solana", "/metrics")]
+        if self.settings.chain == "cosmos":
+            return [("cometbft", "/metrics")]
+        return [("validator", "/metrics"), ("beacon", "/beacon/metrics")]
 
     # ---- driving and observing ------------------------------------------------------------
 
@@ -535,7 +656,8 @@ class Lab:
                 self.url("prometheus") + "/api/v1/query", params={"query": "up"}, timeout=5
             )
             result = resp.json()["data"]["result"]
-            return len(result) == 2 * len(NODES) and all(r["value"][1] == "1" for r in result)
+            every = len(self.jobs) * len(NODES)
+            return len(result) == every and all(r["value"][1] == "1" for r in result)
 
         self.wait_for("Prometheus to see every target up", all_up, timeout)
 
