@@ -34,8 +34,10 @@ examples/secrets/%-token:
 	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
 
 # The whole loop once: simulated nodes, Prometheus, Alertmanager, the responder; then stop.
+# CHAIN=ethereum (default), solana or cosmos (these two through responder-agent).
+CHAIN ?= ethereum
 demo: $(STAMP) system-packages
-	$(PY) -m responder.demo
+	$(PY) -m responder.demo --chain $(CHAIN)
 
 # The responder alone on the example config (token files created when missing).
 serve: $(STAMP) $(DEMO_SECRETS)

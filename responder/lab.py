@@ -28,7 +28,8 @@ from typing import Any
 import requests
 import yaml
 
-from .sim.solana import read_keypair, vote_account_of, write_keypair
+from .sim.cosmos import double_signed
+from .sim.solana import double_votes, read_keypair, vote_account_of, write_keypair
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = "mainnet-a"
@@ -143,6 +144,34 @@ def parse_time(value: str) -> float:
     return base + (float("0." + frac[:6]) if frac else 0.0)
 
 
+@dataclass(frozen=True)
+class Handover:
+    """The primary's last vote or signature, the standby's first and last, and how many
+    slots or heights both signed (must be 0)."""
+
+    unit: str
+    primary_last: int | None
+    standby_first: int | None
+    standby_last: int | None
+    both: int
+
+    @property
+    def clean(self) -> bool:
+        return (
+            self.both == 0
+            and self.primary_last is not None
+            and self.standby_first is not None
+            and self.standby_first > self.primary_last
+        )
+
+    def render(self) -> str:
+        return (
+            f"node-a last signed at {self.unit} {self.primary_last}; node-b first signed at "
+            f"{self.unit} {self.standby_first} (now {self.standby_last}); "
+            f"{self.unit}s signed by both: {self.both}"
+        )
+
+
 @dataclass
 class Timeline:
     """Where the time from fault injection to activation went."""
@@ -201,6 +230,7 @@ class LabSettings:
 GENESIS_ROOT = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
 COSMOS_VALIDATOR = "C0FFEE00" * 5
 COSMOS_CHAIN_ID = "lab-1"
+DEMO_FAULT = {"solana": "stalled", "cosmos": "crash"}  # a fault the shipped triggers catch
 TRIGGERS = {
     "ethereum": ("ValidatorClientDown", "BeaconNodeStalled"),
     "solana": ("SolanaNodeUnhealthy", "SolanaNodeDown"),
@@ -660,6 +690,29 @@ class Lab:
             return len(result) == every and all(r["value"][1] == "1" for r in result)
 
         self.wait_for("Prometheus to see every target up", all_up, timeout)
+
+    # ---- solana and cosmos: what each node voted or signed ---------------------------------
+
+    def handover(self) -> Handover:
+        """Where signing passed from node-a to node-b, from the nodes' own records."""
+        cluster = self.workdir / "cluster"
+        a, b = self.sim("node-a"), self.sim("node-b")
+        if self.settings.chain == "solana":
+            return Handover(
+                unit="slot",
+                primary_last=a["last_vote"],
+                standby_first=b["first_vote"],
+                standby_last=b["last_vote"],
+                both=len(double_votes(cluster)),
+            )
+        signed_b = b["signed"]
+        return Handover(
+            unit="height",
+            primary_last=a["last_signed_height"],
+            standby_first=signed_b[0] if signed_b else None,
+            standby_last=b["last_signed_height"],
+            both=len(double_signed(cluster)),
+        )
 
     def timeline(self, failover_id: str, injected: float) -> Timeline:
         failover = self.api(f"/api/v1/failovers/{failover_id}")
