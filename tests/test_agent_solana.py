@@ -390,3 +390,33 @@ def test_bearer_token_is_required(cluster: Cluster) -> None:
     )
     assert agent.get("/status").status_code == 401
     assert "set-identity" not in cluster.a.state()["calls"]
+
+
+def test_identity_link_follows_the_role_so_a_restart_never_votes_twice(cluster: Cluster) -> None:
+    """With `identity_link`, the fence points the link at the unstaked keypair (before the
+    switch) and the activation points the standby's link at the staked one: a node restarted
+    from its link keeps the role it has now."""
+    link_a = cluster.tmp / "identity-a.json"
+    link_b = cluster.tmp / "identity-b.json"
+    link_a.symlink_to(cluster.staked_file)
+    link_b.symlink_to(cluster.b.junk)
+    handoff = fence(cluster.agent(cluster.a, identity_link=link_a))["handoff"]
+    assert link_a.resolve() == cluster.a.junk.resolve()
+    resp = post(
+        cluster.agent(cluster.b, identity_link=link_b),
+        "/activate",
+        {"handoff": handoff, "handoff_waived": None},
+    )
+    assert resp.status_code == 200, resp.get_json()
+    assert link_b.resolve() == cluster.staked_file.resolve()
+    assert link_a.is_symlink() and link_b.is_symlink()
+
+
+def test_fence_refuses_when_the_identity_link_cannot_be_written(cluster: Cluster) -> None:
+    """A link that cannot be pointed at the unstaked keypair fails the fence before the
+    switch (the node would come back staked on restart): the next fence level takes over."""
+    blocked = cluster.tmp / "not-a-dir" / "identity.json"
+    (cluster.tmp / "not-a-dir").write_text("a file, not a directory\n")
+    resp = post(cluster.agent(cluster.a, identity_link=blocked), "/fence", {"planned": False})
+    assert resp.status_code == 502 and "cannot point" in resp.get_json()["error"]
+    assert cluster.a.state()["identity"] == cluster.staked  # nothing was switched

@@ -32,6 +32,10 @@ class SolanaConfig(_Frozen):
     unstaked_identity: ConfigPath  # the node's junk identity keypair
     vote_account: str | None = None  # base58; lets the responder wait for votes to stop
     tower_dir: ConfigPath | None = None  # where tower-1_9-<identity>.bin lives; default ledger
+    # the symlink the validator's unit starts with (`--identity LINK`): pointed at the unstaked
+    # keypair before a fence and at the staked one after a verified activation, so a restart
+    # of a fenced node comes back unstaked (never a second voter)
+    identity_link: ConfigPath | None = None
     wait_for_restart_window: bool = True  # before a planned switchover's fence
     min_idle_time: int = Field(default=2, ge=0)  # minutes, for wait-for-restart-window
     restart_window_timeout: Duration = 600.0

@@ -245,9 +245,12 @@ class SolanaBackend:
             )
         if current == unstaked:
             log.info("fence: already on the unstaked identity %s; handing the tower over", current)
+            self._link(self.config.unstaked_identity)
         else:
             if planned and self.config.wait_for_restart_window:
                 self._restart_window()
+            # first the link: a node that restarts from here on comes back unstaked
+            self._link(self.config.unstaked_identity)
             self._agave(["set-identity", str(self.config.unstaked_identity)], self.config.timeout)
         self._await_identity(unstaked, "fence")
         handoff = self._read_tower(staked, unstaked)
@@ -330,8 +333,8 @@ class SolanaBackend:
     def activate(self, handoff: Mapping[str, Any] | None, waived: str | None) -> str:
         staked, unstaked = self._identities()
         current = self._identity()
-        if current == staked:
-            return f"already voting as {staked}"  # a repeated activation changes nothing
+        if current == staked:  # a repeated activation changes nothing
+            return f"already voting as {staked}" + self._link_after_activation()
         if current != unstaked:
             raise AgentError(
                 f"the node runs identity {current}, neither the staked {staked} nor the "
@@ -366,7 +369,34 @@ class SolanaBackend:
             self._agave(["set-identity", str(self.config.staked_identity)], self.config.timeout)
             how = f"without a tower, waived by {waived}"
         self._await_identity(staked, "activate")
-        return f"voting as {staked} {how}"
+        return f"voting as {staked} {how}" + self._link_after_activation()
+
+    def _link_after_activation(self) -> str:
+        """The node votes: a link that cannot follow is an outage risk on restart, not a
+        second voter, so it is reported, not a failed activation."""
+        try:
+            self._link(self.config.staked_identity)
+        except AgentError as exc:
+            log.error("activate: %s", exc)
+            return f"; WARNING: {exc}"
+        return ""
+
+    def _link(self, keypair: Path) -> None:
+        """Point `identity_link` at `keypair` atomically (a restart then keeps the role)."""
+        link = self.config.identity_link
+        if link is None:
+            return
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(keypair)
+            os.replace(tmp, link)
+        except OSError as exc:
+            raise AgentError(
+                f"cannot point {link} at {keypair} ({exc.strerror or exc}); nothing was switched",
+                502,
+            ) from None
 
     def position(self) -> Position:
         vote_account = self.config.vote_account
