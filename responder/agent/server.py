@@ -94,7 +94,13 @@ def create_agent_app(backend: Backend, token: Secret | Callable[[], Secret]) -> 
                     f"the hand-off is {size} bytes, more than {HANDOFF_MAX_BYTES}; "
                     "the node is fenced, the activation must wait for an operator"
                 )
-            return {"signing": False, "handoff": handoff, "detail": "fenced and verified"}
+            detail = "fenced and verified"
+            if not handoff:
+                detail += (
+                    "; no hand-off could be read (see the agent log): the activation waits "
+                    "for an operator or a quiet chain"
+                )
+            return {"signing": False, "handoff": handoff, "detail": detail}
 
         return step("fence", run)
 
