@@ -18,9 +18,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY responder ./responder
-RUN pip wheel --wheel-dir /wheels .
+# constraints.txt pins every runtime dependency (and theirs) to the versions the tests ran with.
+RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 # ---- final image ---------------------------------------------------------------------------
 FROM python:3.11-slim

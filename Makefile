@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/responder.yml
 
-.PHONY: venv system-packages test demo serve lint bench chaos clean
+.PHONY: venv system-packages test-packages test demo serve lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Prometheus, promtool, Alertmanager and amtool from Debian, installed only when missing.
+# Prometheus, promtool, Alertmanager and amtool from Debian, installed only when missing
+# (test-packages adds Chromium and ChromeDriver for the status page's browser test).
 system-packages:
 	bash scripts/system-packages.sh
 
-test: $(STAMP) system-packages
+test-packages:
+	bash scripts/system-packages.sh --browser
+
+test: $(STAMP) test-packages
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -54,6 +58,13 @@ SEED ?= 20261126
 chaos: $(STAMP) system-packages
 	$(PY) -m tests.chaos --scenarios 1000 --seed $(SEED)
 	RESPONDER_FUZZ_EXAMPLES=10000 RESPONDER_FUZZ_SEED=$(SEED) $(PY) -m pytest -q -p no:cacheprovider tests/test_webhook_fuzz.py
+
+# Build the Docker image with podman and run it as docs/deployment.md says: /healthz, the webhook
+# with and without its token, a non-root uid, the HEALTHCHECK, a clean stop. Root only; no
+# registry needed (the base image is a debootstrap stand-in, cached in /var/cache).
+.PHONY: image-test
+image-test:
+	bash scripts/image-test.sh
 
 clean:
 	rm -rf $(VENV) var examples/var .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,10 @@ to it is gone on the next start: before every write, after recording a delivery 
 health check, the path is compared with the file opened, and StoreReplaced is raised on any
 difference. The database is created only when the store is constructed, never re-created
 behind the back of a running one.
+
+The schema has a version (`PRAGMA user_version`). Opening the store applies the migrations
+the file lacks, in order, in the same transaction that records the new version; a file from
+a newer responder is refused (SchemaTooNew) rather than used by code that does not know it.
 """
 
 from __future__ import annotations
@@ -128,6 +132,61 @@ CREATE TABLE IF NOT EXISTS journal (
     PRIMARY KEY (failover_id, seq)
 );
 """
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer responder, whose schema this one does not know.
+
+    Using it anyway could misread its rows or drop what the newer version records, so the
+    store refuses to open it: run the newer version again, or restore a backup from before.
+    """
+
+
+def _baseline(conn: sqlite3.Connection) -> None:
+    """Version 1: every table of SCHEMA, and failovers.wake_at (gated activation).
+
+    Databases from before schema versions (user_version 0) may lack later tables and the
+    wake_at column; a new database is created by this same step.
+    """
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
+    if "wake_at" not in columns:
+        conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
+
+
+# The schema versions in order: MIGRATIONS[n - 1] brings a database from version n - 1 to n.
+# SCHEMA above is version 1's shape and stays as it is; a change to the schema is a new
+# function appended here (never an edit of an old one), and every database, new or old, is
+# brought to the last version by the same steps on open.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_baseline,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version (`PRAGMA user_version`; 0 before versions existed)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str) -> int:
+    """Bring the database to SCHEMA_VERSION; return the version it had. Call inside a write
+    transaction, so that the steps and the new version commit together or not at all."""
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database {path} has schema version {found}, newer than {SCHEMA_VERSION}, the "
+            "latest this responder knows: a newer responder wrote it. Run that version (or a "
+            "newer one), or restore a backup taken before the upgrade; this one will not use it"
+        )
+    if found == SCHEMA_VERSION:
+        return found
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version - 1](conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    log.info("state database %s: schema version %d -> %d", path, found, SCHEMA_VERSION)
+    return found
+
 
 _TERMINAL = ("done", "aborted", "failed")
 BACKOFF_BASE = 2.0  # seconds before the first retry of a failed unit of work
@@ -401,12 +460,7 @@ class SqliteStore:
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
             with self._write(conn):
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
-                if "wake_at" not in columns:  # databases created before gated activation existed
-                    conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
+                migrate(conn, self.path)
         except BaseException:
             self.close()  # a fresh connection for the next attempt
             raise

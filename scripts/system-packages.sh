@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite runs for real: `prometheus` (prometheus, promtool)
-# and `prometheus-alertmanager` (prometheus-alertmanager, amtool).
+# Install the Debian packages the test suite runs for real: `prometheus` (prometheus, promtool),
+# `prometheus-alertmanager` (prometheus-alertmanager, amtool), and with `--browser` `chromium`
+# with `chromium-driver` (chromium, chromedriver) for the status page's browser test.
 #
 # Idempotent: does nothing when every binary is already on PATH. Works as root without a TTY
 # (CI), or through sudo. The tests start their own Prometheus and Alertmanager on free loopback
@@ -13,6 +14,11 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(prometheus prometheus-alertmanager)
 BINARIES=(promtool prometheus amtool prometheus-alertmanager)
 SERVICES=(prometheus prometheus-alertmanager)
+# the browser only for the test suite (`--browser`): `make demo` does not need it
+if [ "${1:-}" = "--browser" ]; then
+  PACKAGES+=(chromium chromium-driver)
+  BINARIES+=(chromium chromedriver)
+fi
 
 missing=()
 for bin in "${BINARIES[@]}"; do
@@ -84,4 +90,5 @@ for bin in "${BINARIES[@]}"; do
     exit 1
   }
 done
-echo "system-packages: installed $(promtool --version 2>&1 | head -n1); $(amtool --version 2>&1 | head -n1)"
+echo "system-packages: installed $(promtool --version 2>&1 | head -n1); $(amtool --version 2>&1 | head -n1);" \
+  "$(chromium --version 2>/dev/null | head -n1)"
