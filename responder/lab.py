@@ -221,6 +221,7 @@ class LabSettings:
     slots_per_epoch: int = 4
     failover_lease: str = "5s"
     block_seconds: float = 0.5  # solana slots and cometbft heights
+    readiness_interval: str | None = None  # the pair's readiness.interval; None: the default
 
     @property
     def rule_files(self) -> tuple[str, ...]:
@@ -472,6 +473,11 @@ class Lab:
                         for node in NODES
                     ],
                     **({"ethereum": self._ethereum_section()} if self.settings.ethereum else {}),
+                    **(
+                        {"readiness": {"interval": self.settings.readiness_interval}}
+                        if self.settings.readiness_interval
+                        else {}
+                    ),
                     "policy": {
                         "triggers": list(TRIGGERS[self.settings.chain]),
                         "hold": self.settings.hold,
@@ -607,13 +613,25 @@ class Lab:
                     {"static_configs": [{"targets": [f"127.0.0.1:{self.ports['alertmanager']}"]}]}
                 ]
             },
-            "scrape_configs": [job(name, path) for name, path in self.jobs],
+            "scrape_configs": [
+                *(job(name, path) for name, path in self.jobs),
+                {
+                    # the responder's own /metrics (the dashboard, rules/responder.yml); its
+                    # series carry their own `pair`, which honor_labels keeps
+                    "job_name": "responder",
+                    "honor_labels": True,
+                    "scrape_interval": s.scrape_interval,
+                    "scrape_timeout": s.scrape_interval,
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.ports['responder']}"]}],
+                },
+            ],
         }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     @property
     def jobs(self) -> list[tuple[str, str]]:
-        """Scrape jobs, named as the shipped rules expect (validator*, beacon*, solana*, cometbft*)."""
+        """Scrape jobs of the nodes, named as the shipped rules expect (validator*, beacon*,
+        solana*, cometbft*); the responder's own job comes on top."""
         if self.settings.chain == "solana":
             return [("solana", "/metrics")]
         if self.settings.chain == "cosmos":
@@ -679,14 +697,15 @@ class Lab:
         raise LabError(f"timed out after {timeout:g}s waiting for {what}\n{logs}")
 
     def wait_until_watching(self, timeout: float = 30.0) -> None:
-        """Prometheus has scraped every target up, so a fault now is detected from a clean state."""
+        """Prometheus has scraped every target up (the nodes' and the responder's own), so a
+        fault now is detected from a clean state."""
 
         def all_up() -> bool:
             resp = requests.get(
                 self.url("prometheus") + "/api/v1/query", params={"query": "up"}, timeout=5
             )
             result = resp.json()["data"]["result"]
-            every = len(self.jobs) * len(NODES)
+            every = len(self.jobs) * len(NODES) + 1  # + the responder job
             return len(result) == every and all(r["value"][1] == "1" for r in result)
 
         self.wait_for("Prometheus to see every target up", all_up, timeout)

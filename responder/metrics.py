@@ -88,6 +88,24 @@ class Metrics:
             registry=registry,
         )
 
+    def prime(self, config: Config) -> None:
+        """Create the counters people alert on at zero, so the first failed failover or
+        refused delivery is an increase from 0 (increase() cannot see a series born at 1)."""
+        for outcome in (
+            "recorded",
+            "unauthorized",
+            "forbidden",
+            "bad_request",
+            "too_large",
+            "error",
+        ):
+            self.notifications.labels(outcome=outcome)
+        for pair in config.pairs:
+            for outcome in ("done", "dry_run", "failed", "aborted"):
+                self.failovers.labels(pair=pair.name, outcome=outcome)
+        for step in ("probe", "fence", "activate"):
+            self.step_seconds.labels(step=step)
+
 
 class StateCollector(Collector):
     """Pair phase, node roles and dry-run, read from the store at scrape time."""

@@ -151,6 +151,17 @@ ROUTE_CASES = [
         "operators",
         id="responder-readiness-alert-reaches-people-only",
     ),
+    pytest.param(
+        {  # absent() gives it only job: no pair or node to group or route on
+            "alertname": "ResponderNotScraped",
+            "job": "responder",
+            "severity": "warning",
+            "component": "responder",
+            "failover_trigger": "false",
+        },
+        "operators",
+        id="responder-not-scraped-without-pair-reaches-people-only",
+    ),
 ]
 
 

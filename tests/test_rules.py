@@ -104,6 +104,8 @@ def test_rule_is_documented(filename: str, rule: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("filename", "rule"), ALL_RULES, ids=RULE_IDS)
 def test_alert_keeps_node_and_pair(filename: str, rule: dict[str, Any]) -> None:
     """Every firing of the alert in its unit tests carries `node` and `pair`, which the responder matches on."""
+    # absent() can only carry its selector's labels (ResponderNotScraped: job="responder")
+    from_absent = rule["expr"].lstrip().startswith("absent(")
     test_file = RULES / "tests" / (Path(filename).stem + ".test.yml")
     seen = 0
     for test in yaml.safe_load(test_file.read_text())["tests"]:
@@ -113,7 +115,10 @@ def test_alert_keeps_node_and_pair(filename: str, rule: dict[str, Any]) -> None:
             for expected in case.get("exp_alerts") or []:
                 seen += 1
                 labels = expected["exp_labels"]
-                assert labels.get("node") and labels.get("pair"), (case["eval_time"], labels)
+                if from_absent:
+                    assert labels.get("job"), (case["eval_time"], labels)
+                else:
+                    assert labels.get("node") and labels.get("pair"), (case["eval_time"], labels)
                 assert labels["failover_trigger"] == rule["labels"]["failover_trigger"]
                 assert labels["severity"] == rule["labels"]["severity"]
     assert seen, f"no unit test shows {rule['alert']} firing"
@@ -141,7 +146,7 @@ def test_every_alert_is_unit_tested_both_ways(filename: str, rule: dict[str, Any
 
 
 def test_responder_alerts_are_about_the_responder() -> None:
-    """rules/responder.yml: the readiness alerts, labelled component="responder", none a failover trigger."""
+    """rules/responder.yml: health, outcome and readiness alerts, labelled component="responder", none a trigger."""
     rules = {rule["alert"]: rule for name, rule in ALL_RULES if name == "responder.yml"}
     assert sorted(rules) == sorted(
         [
@@ -150,6 +155,12 @@ def test_responder_alerts_are_about_the_responder() -> None:
             "ResponderSplitBrain",
             "FailoverDrillFailed",
             "FailoverDrillOverdue",
+            "ResponderDown",
+            "ResponderNotScraped",
+            "FailoverFailed",
+            "PairBlocked",
+            "PairHeld",
+            "NotificationErrors",
         ]
     )
     for name, rule in rules.items():
@@ -157,6 +168,13 @@ def test_responder_alerts_are_about_the_responder() -> None:
         assert rule["labels"]["failover_trigger"] == "false", name
     assert rules["ResponderSplitBrain"]["for"] == "0m"
     assert rules["FailoverDrillFailed"]["for"] == "0m"
+    assert rules["FailoverFailed"]["for"] == "0m"  # a failed failover pages at once
+    assert rules["NotificationErrors"]["for"] == "0m"
+    assert rules["ResponderDown"]["expr"] == 'up{job="responder"} == 0'
+    assert rules["ResponderNotScraped"]["expr"] == 'absent(up{job="responder"})'
+    assert "responder ack" in rules["FailoverFailed"]["annotations"]["description"]
+    assert "responder ack" in rules["PairBlocked"]["annotations"]["description"]
+    assert "responder adopt" in rules["PairHeld"]["annotations"]["description"]
     assert "responder adopt" in rules["ResponderSplitBrain"]["annotations"]["description"]
     assert "responder status" in rules["FailoverNotReady"]["annotations"]["description"]
 
