@@ -21,6 +21,7 @@ from .drivers import NodeHandle
 from .metrics import Metrics, StateCollector, exposition
 from .policy import Acknowledge, Pause, Rejected, Resume
 from .service import Responder, failover_summary, step_timings
+from .statuspage import register_status_page
 from .store import Store
 
 log = logging.getLogger("responder.app")
@@ -107,6 +108,7 @@ def create_app(
 ) -> Flask:
     """Build the app around injected dependencies; starts no threads and touches no network."""
     metrics = Metrics(registry)
+    metrics.prime(config)
     responder = Responder(config, store, nodes, metrics, clock, owner=owner)
     state_collector = StateCollector(config, store)
     webhook_auth = _bearer_check(secrets.webhook)
@@ -135,15 +137,23 @@ def create_app(
         log.exception("unexpected error", extra={"status": 500, "path": request.path})
         return _error(500, "internal error; the responder log has the details")
 
-    def json_body() -> Any:
-        """The request body as strict JSON with the webhook's caps; None when empty."""
+    def json_body(expect: str) -> Any:
+        """The request body as strict JSON with the webhook's caps; None when empty.
+
+        A body that is not JSON gets a 400 naming the body `expect`ed and the header: `curl -d`
+        sends a form (application/x-www-form-urlencoded) unless told otherwise.
+        """
         raw = _read_body(config.max_body_bytes)
         if not raw.strip():
             return None
         try:
             return decode_json(raw)
         except PayloadError as exc:
-            raise BadRequest(str(exc)) from None
+            sent = request.mimetype or "no Content-Type"
+            raise BadRequest(
+                f"body must be JSON {expect} with the header Content-Type: application/json "
+                f"(this request sent {sent}): {exc}"
+            ) from None
 
     @app.post("/webhook")
     def webhook() -> Response:
@@ -262,7 +272,7 @@ def create_app(
     def manual(pair: str) -> Response:
         if (denied := operator_guard()) is not None:
             return denied
-        body = json_body()
+        body = json_body('{"target": "<node>"}')
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, str) or not target:
             return _error(400, 'body must be {"target": "<node name>"}')
@@ -272,7 +282,7 @@ def create_app(
     def switchover(pair: str) -> Response:
         if (denied := operator_guard()) is not None:
             return denied
-        body = json_body()
+        body = json_body('{"target": "<node>", "safe_slots": <int>, "timeout": <seconds>}')
         target = body.get("target") if isinstance(body, dict) else None
         if not isinstance(target, str) or not target:
             return _error(
@@ -302,7 +312,7 @@ def create_app(
             return denied
         if pair not in {p.name for p in config.pairs}:
             return _error(404, f"unknown pair {pair!r}")
-        body = json_body()
+        body = json_body('{"fault": "<node>"} (or no body)')
         fault = body.get("fault") if isinstance(body, dict) else None
         if body is not None and (
             not isinstance(body, dict) or (fault is not None and not isinstance(fault, str))
@@ -325,7 +335,7 @@ def create_app(
     def adopt(pair: str) -> Response:
         if (denied := operator_guard()) is not None:
             return denied
-        body = json_body()
+        body = json_body('{"node": "<node>"}')
         node = body.get("node") if isinstance(body, dict) else None
         if not isinstance(node, str) or not node:
             return _error(400, 'body must be {"node": "<node name>"}')
@@ -333,6 +343,12 @@ def create_app(
 
     @app.post("/api/v1/pairs/<pair>/nodes/<node>/unfence")
     def unfence(pair: str, node: str) -> Response:
+        if (denied := operator_guard()) is not None:
+            return denied
+        known = {n.name for p in config.pairs if p.name == pair for n in p.nodes}
+        if known and node not in known:  # an unknown pair is control()'s 404
+            return _error(404, f"unknown node {node!r} in pair {pair!r}")
         return control(pair, lambda by: responder.unfence(pair, node, by))
 
+    register_status_page(app, responder, store, secrets, config)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import os
 import shutil
@@ -12,16 +13,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
+from . import __version__
 from .config import (
     ConfigError,
-    check_driver_files,
+    check_config_file,
     load_config,
-    load_secrets,
     parse_duration,
-    permission_warnings,
     read_secret,
 )
 from .policy import config_drift
@@ -42,22 +43,16 @@ def _drift(config_path: str, state_dir: str | None) -> list[str]:
 
 
 def _check_config(path: str, state_dir: str | None = None) -> int:
-    try:
-        config = load_config(path)
-        load_secrets(config)
-    except ConfigError as exc:
-        print(f"{path}: invalid", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    problems = check_driver_files(config)
-    if problems:
-        print(f"{path}: invalid", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    for warning in permission_warnings(config):
+    """Print every problem (schema, files, state dir) and warning at once; 1 when invalid."""
+    checked = check_config_file(path)
+    for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    config = checked.config
+    if checked.problems or config is None:
+        print(f"{path}: invalid", file=sys.stderr)
+        for problem in checked.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     pairs = ", ".join(f"{p.name} ({len(p.nodes)} nodes)" for p in config.pairs)
     mode = " [dry-run]" if config.dry_run else ""
     auth = " [auth: none - lab only]" if config.auth == "none" else ""
@@ -85,7 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
         env["RESPONDER_WORKERS"] = str(args.workers)
     metrics_dir = config.state_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"{args.config}: invalid", file=sys.stderr)
+        print(f"  state_dir: cannot create {metrics_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     argv = [gunicorn, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
@@ -100,16 +100,72 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(low: int, high: int) -> Any:
+    """An argparse type for an integer in [low, high]: `--limit -5` is a mistake, not 1."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def normalise_url(text: str) -> str:
+    """The responder's base URL; `localhost:9095` means http:// as it does for curl.
+
+    Any scheme but http(s) is refused by name rather than left to fail inside requests.
+    """
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{text!r}: use http:// or https://, not {parts.scheme}://")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a number") from None
+    if not parts.hostname:
+        raise ValueError(f"{text!r}: no host")
+    return url.rstrip("/")
+
+
+def _url_arg(text: str) -> str:
+    try:
+        return normalise_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    try:
+        return importlib.metadata.version("responder")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 class ApiError(Exception):
     pass
 
 
 class Client:
-    """A thin client for the control API."""
+    """A thin client for the control API.
 
-    def __init__(self, url: str, token: str | None, timeout: float = 10.0) -> None:
+    `auth_hint` is added to a 401/403 answer: the likely cause known only on this side.
+    """
+
+    def __init__(
+        self, url: str, token: str | None, timeout: float = 10.0, auth_hint: str | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.auth_hint = auth_hint
         self.headers = {"X-Responder-Operator": getpass.getuser()}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -126,7 +182,10 @@ class Client:
         except ValueError:
             body = {"error": resp.text[:200]}
         if resp.status_code >= 400:
-            raise ApiError(f"{resp.status_code}: {body.get('error', body)}")
+            hint = ""
+            if resp.status_code in (401, 403) and self.auth_hint:
+                hint = f"\nhint: {self.auth_hint}"
+            raise ApiError(f"{resp.status_code}: {body.get('error', body)}{hint}")
         return body
 
 
@@ -171,7 +230,7 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
             node_rows.append(
                 [p["name"], n["name"], n["role"], _observed(n), ",".join(n["firing"]) or "-"]
             )
-        details.append(f"{p['name']}: {p['reason']} (at {p.get('reason_at')})")
+        details.append(f"{p['name']}: {p['reason']} (at {p.get('reason_at') or 'unknown'})")
         details.append(f"  who signs (observed): {p['who_signs']}")
         if p.get("held_reason"):
             details.append(f"  HELD: {p['held_reason']}")
@@ -206,10 +265,12 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
             details.append(f"  BLOCKED: {p['blocked_reason']} (run: responder ack {p['name']})")
         f = p["failover"]
         if f:
+            source = f["source"] or "(no active node)"
+            reason = (f["outcome_reason"] or "").removeprefix("dry-run: ")
             details.append(
-                f"  last failover {f['id']}: {f['source']} -> {f['target']} step={f['step']}"
+                f"  last failover {f['id']}: {source} -> {f['target']} step={f['step']}"
                 + (" [dry-run]" if f["dry_run"] else "")
-                + (f": {f['outcome_reason']}" if f["outcome_reason"] else "")
+                + (f": {reason}" if reason else "")
             )
             if f["step"] == "awaiting":
                 details.append(f"  WAITING: {f['data'].get('waiting', '')}")
@@ -261,37 +322,140 @@ def _journal_line(entry: dict[str, Any]) -> str:
         or detail.get("error")
         or ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
     )
-    return f"  {iso(entry['ts'])}  {entry['step']:<10} {entry['phase']:<5} {text}"
+    return f"  {_when(entry['ts'])}  {entry['step']:<10} {entry['phase']:<5} {text}"
 
 
-def _follow(client: Client, failover_id: str, *, interval: float = 0.5) -> int:
-    """Print a failover's journal as it grows until it ends; 0 when it is done."""
-    seen = 0
-    while True:
-        body = client.call("GET", f"/api/v1/failovers/{failover_id}")
-        for entry in body["journal"][seen:]:
-            print(_journal_line(entry), flush=True)
-        seen = len(body["journal"])
-        if body["step"] in ("done", "failed", "aborted"):
-            timings = ", ".join(f"{k} {v:g}s" for k, v in body.get("timings", {}).items())
-            print(f"{failover_id}: {body['step']}: {body['outcome_reason']}")
-            print(f"timings: {timings}")
-            return 0 if body["step"] == "done" else 1
-        time.sleep(interval)
+def _when(ts: float | str | None) -> str:
+    """A timestamp as ISO 8601, whether the API sent Unix seconds or already ISO text."""
+    return ts if isinstance(ts, str) else iso(ts) or ""
+
+
+def _follow(
+    client: Client, failover_id: str, *, interval: float = 0.5, as_json: bool = False
+) -> int:
+    """Print a failover's journal as it grows until it ends; 0 when it is done.
+
+    Ctrl-C stops the following, never the failover: it says so and how to look again.
+    """
+    seen, told_waiting = 0, False
+    try:
+        while True:
+            body = client.call("GET", f"/api/v1/failovers/{failover_id}")
+            if not as_json:
+                for entry in body["journal"][seen:]:
+                    print(_journal_line(entry), flush=True)
+            seen = len(body["journal"])
+            if body["step"] == "awaiting" and not told_waiting and not as_json:
+                told_waiting = True
+                waiting = (body.get("data") or {}).get("waiting", "")
+                print(
+                    f"WAITING for an operator: {waiting} "
+                    f"(in another terminal: responder confirm {body['pair']} "
+                    f"or responder abort {body['pair']})",
+                    flush=True,
+                )
+            if body["step"] in ("done", "failed", "aborted"):
+                if as_json:
+                    print(json.dumps(body, indent=2))
+                else:
+                    timings = ", ".join(f"{k} {v:g}s" for k, v in body.get("timings", {}).items())
+                    print(f"{failover_id}: {body['step']}: {body['outcome_reason']}")
+                    print(f"timings: {timings}")
+                return 0 if body["step"] == "done" else 1
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following {failover_id}; it goes on without this command "
+            f"(responder status, or responder abort before its activation)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _client(args: argparse.Namespace) -> Client:
-    url = args.url or os.environ.get("RESPONDER_URL")
-    token = os.environ.get("RESPONDER_TOKEN")
-    token_file = args.token_file
-    if args.config:
-        config = load_config(args.config)
-        url = url or f"http://{config.listen}"
-        if not token_file and config.auth != "none":
-            token_file = str(config.auth.operator_token_file)
-    if token_file:
-        token = read_secret(Path(token_file), "--token-file").value
-    return Client(url or DEFAULT_URL, token)
+    """URL and token: options first, then the environment, then what `--config` names.
+
+    `RESPONDER_TOKEN` is the token itself, `RESPONDER_TOKEN_FILE` a file holding it; a
+    RESPONDER_TOKEN that names an existing file is kept as sent, with a hint on a 401/403.
+    """
+    config = load_config(args.config) if args.config else None
+    url = args.url
+    if url is None and os.environ.get("RESPONDER_URL"):
+        try:
+            url = normalise_url(os.environ["RESPONDER_URL"])
+        except ValueError as exc:
+            raise ApiError(f"RESPONDER_URL {exc}") from None
+    if url is None and config is not None:
+        url = f"http://{config.listen}"
+    token_value = os.environ.get("RESPONDER_TOKEN", "").strip() or None
+    token_file, origin = args.token_file, "--token-file"
+    if token_file is None and os.environ.get("RESPONDER_TOKEN_FILE"):
+        if token_value:
+            raise ApiError(
+                "both RESPONDER_TOKEN (the token itself) and RESPONDER_TOKEN_FILE "
+                "(a file holding it) are set: unset one"
+            )
+        token_file, origin = os.environ["RESPONDER_TOKEN_FILE"], "RESPONDER_TOKEN_FILE"
+    if token_file is None and token_value is None and config and config.auth != "none":
+        token_file = str(config.auth.operator_token_file)
+        origin = f"operator_token_file of {args.config}"
+    hint = None
+    if token_file is not None:
+        token: str | None = read_secret(Path(token_file), origin).value
+    else:
+        token = token_value
+        if token_value and Path(token_value).expanduser().is_file():
+            hint = (
+                f"RESPONDER_TOKEN is {token_value!r}, an existing file; RESPONDER_TOKEN holds "
+                "the token itself; for a file use RESPONDER_TOKEN_FILE"
+            )
+    return Client(url or DEFAULT_URL, token, auth_hint=hint)
+
+
+def _confirm(client: Client, args: argparse.Namespace, verb: str) -> int | None:
+    """Ask before moving a validator key; None to go ahead, else the exit code.
+
+    Without a terminal and without --yes it refuses (exit 2), as patronictl does without
+    --force: a script must say --yes, so a stray or mistyped command never moves signing.
+    """
+    if args.yes:
+        return None
+    if not sys.stdin.isatty():
+        print(
+            f"error: refusing to {verb} {args.pair} without confirmation: stdin is not a "
+            "terminal; pass --yes",
+            file=sys.stderr,
+        )
+        return 2
+    pairs = {p["name"]: p for p in client.call("GET", "/api/v1/pairs")["pairs"]}
+    if args.pair not in pairs:
+        raise ApiError(f"unknown pair {args.pair!r} (known: {', '.join(sorted(pairs))})")
+    source = pairs[args.pair]["active_node"] or "(no active node)"
+    print(f"{verb} {args.pair} from {source} to {args.to}? [y/N] ", end="", file=sys.stderr)
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return None
+    print("not confirmed; nothing was changed", file=sys.stderr)
+    return 1
+
+
+def _each_pair(client: Client, action: str, as_json: bool) -> int:
+    """`pause --all` / `resume --all`: every pair, one line each; 1 when any failed."""
+    failed, answers = 0, []
+    for pair in client.call("GET", "/api/v1/pairs")["pairs"]:
+        name = pair["name"]
+        try:
+            body = client.call("POST", f"/api/v1/pairs/{name}/{action}")
+        except ApiError as exc:
+            failed += 1
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            continue
+        answers.append(body)
+        if not as_json:
+            print(f"{name}: {body['reason']}", flush=True)
+    if as_json:
+        print(json.dumps({"results": answers}, indent=2))
+    return 1 if failed else 0
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -305,8 +469,12 @@ def _control(args: argparse.Namespace) -> int:
         params: dict[str, Any] = {"limit": args.limit}
         if args.pair:
             params["pair"] = args.pair
+        if args.before is not None:
+            params["before"] = args.before
         body = client.call("GET", "/api/v1/events", params=params)
         print(json.dumps(body, indent=2) if args.json else format_events(body["events"]))
+        if not args.json and body["events"] and len(body["events"]) == args.limit:
+            print(f"older: --before {body['events'][-1]['id']}", file=sys.stderr)
         return 0
     if cmd == "drill":
         client.timeout = 300.0  # every probe and check, each bounded by its driver's limits
@@ -314,19 +482,25 @@ def _control(args: argparse.Namespace) -> int:
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/drill", json=payload)
         print(json.dumps(body, indent=2) if args.json else format_drill(body))
         return 0 if body["ok"] else 3
-    if cmd == "switchover":
-        payload = {"target": args.to, "safe_slots": args.safe_slots, "timeout": args.timeout}
-        body = client.call("POST", f"/api/v1/pairs/{args.pair}/switchover", json=payload)
-        if args.json and args.no_wait:
+    if cmd in ("switchover", "failover"):
+        refused = _confirm(client, args, "switch over" if cmd == "switchover" else "fail over")
+        if refused is not None:
+            return refused
+        move: dict[str, Any] = {"target": args.to}
+        if cmd == "switchover":
+            move |= {"safe_slots": args.safe_slots, "timeout": args.timeout}
+        body = client.call("POST", f"/api/v1/pairs/{args.pair}/{cmd}", json=move)
+        if args.json and (args.no_wait or not body.get("failover_id")):
             print(json.dumps(body, indent=2))
             return 0
-        print(body["reason"], flush=True)
-        if args.no_wait:
+        if not args.json:
+            print(body["reason"], flush=True)
+        if args.no_wait or not body.get("failover_id"):
             return 0
-        return _follow(client, body["failover_id"])
-    if cmd == "failover":
-        body = client.call("POST", f"/api/v1/pairs/{args.pair}/failover", json={"target": args.to})
-    elif cmd == "unfence":
+        return _follow(client, body["failover_id"], as_json=args.json)
+    if cmd in ("pause", "resume") and args.all:
+        return _each_pair(client, cmd, args.json)
+    if cmd == "unfence":
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/nodes/{args.node}/unfence")
     elif cmd == "adopt":
         body = client.call("POST", f"/api/v1/pairs/{args.pair}/adopt", json={"node": args.node})
@@ -338,13 +512,16 @@ def _control(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="responder", description="Slashing-safe failover for validator nodes."
+        prog="responder",
+        description="Slashing-safe failover for validator nodes. Control commands take "
+        "--url/--token-file/--config after the command; see `responder COMMAND --help`.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser("check-config", help="validate a config file and its token files")
-    check.add_argument("file", nargs="?")
-    check.add_argument("--config", dest="config_opt")
+    check.add_argument("file", nargs="?", help="the config file to check")
+    check.add_argument("--config", dest="config_opt", help="the config file (same as FILE)")
     check.add_argument(
         "--state-dir",
         help="compare against this state dir (default: the config's own, when it exists); "
@@ -352,34 +529,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     serve = sub.add_parser("serve", help="run the responder under gunicorn")
-    serve.add_argument("--config", required=True)
+    serve.add_argument("--config", required=True, help="the config file to serve")
     serve.add_argument("--bind", help="override listen (host:port)")
     serve.add_argument("--workers", type=int, help="override workers")
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--url", help=f"responder URL (env RESPONDER_URL, default {DEFAULT_URL})")
-    client.add_argument("--token-file", help="operator token file (or env RESPONDER_TOKEN)")
-    client.add_argument("--config", help="take URL and operator token file from this config")
+    client.add_argument(
+        "--url",
+        type=_url_arg,
+        help=f"the responder's URL; host:port means http:// "
+        f"(else env RESPONDER_URL, else the listen address of --config, else {DEFAULT_URL})",
+    )
+    client.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the operator token (else env RESPONDER_TOKEN_FILE, a file; "
+        "else env RESPONDER_TOKEN, the token itself; else the config's operator_token_file)",
+    )
+    client.add_argument(
+        "--config", metavar="FILE", help="take URL and operator token file from this config"
+    )
     client.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
     sub.add_parser("status", parents=[client], help="pairs, roles, pending faults, reasons")
     events = sub.add_parser("events", parents=[client], help="the audit trail, newest first")
-    events.add_argument("--pair")
-    events.add_argument("--limit", type=int, default=30)
+    events.add_argument("--pair", metavar="PAIR", help="only this pair's events")
+    events.add_argument(
+        "--limit",
+        type=_count(1, 1000),
+        default=30,
+        metavar="N",
+        help="how many events, 1 to 1000 (default 30)",
+    )
+    events.add_argument(
+        "--before",
+        type=_count(1, 2**63 - 1),
+        metavar="ID",
+        help="only events older than this id (the next page: the last id shown)",
+    )
     for name, text in (
-        ("pause", "stop acting on alerts for a pair (they are still recorded)"),
-        ("resume", "act on alerts again"),
+        ("pause", "stop acting on alerts for a pair, or every pair with --all (still recorded)"),
+        ("resume", "act on alerts again, for a pair or every pair with --all"),
+    ):
+        each = sub.add_parser(name, parents=[client], help=text)
+        each.add_argument("pair", nargs="?", help="the pair (omit with --all)")
+        each.add_argument(
+            "--all", action="store_true", help=f"{name} every pair, one line per pair"
+        )
+    for name, text in (
         ("ack", "acknowledge a failed or finished failover and re-arm automation"),
         ("confirm", "allow an activation waiting for an operator (no history was handed over)"),
         ("abort", "stop the failover in flight before its activation"),
     ):
-        sub.add_parser(name, parents=[client], help=text).add_argument("pair")
-    failover = sub.add_parser("failover", parents=[client], help="fail over by hand to a standby")
-    failover.add_argument("pair")
-    failover.add_argument("--to", required=True, help="the standby to activate")
+        sub.add_parser(name, parents=[client], help=text).add_argument("pair", help="the pair")
+    failover = sub.add_parser(
+        "failover",
+        parents=[client],
+        help="fail over by hand to a standby through the safe path; asks first on a terminal, "
+        "then waits for the outcome (exit 1 when it fails)",
+    )
+    failover.add_argument("pair", help="the pair to fail over")
+    failover.add_argument("--to", required=True, metavar="NODE", help="the standby to activate")
+    failover.add_argument(
+        "--no-wait", action="store_true", help="return once the failover is planned"
+    )
+    failover.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (needed when stdin is not a terminal)",
+    )
     unfence = sub.add_parser("unfence", parents=[client], help="return a repaired node to standby")
-    unfence.add_argument("pair")
-    unfence.add_argument("node")
+    unfence.add_argument("pair", help="the pair")
+    unfence.add_argument("node", help="the repaired node, verified not signing")
     drill = sub.add_parser(
         "drill",
         parents=[client],
@@ -392,10 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
         "switchover",
         parents=[client],
         help="a planned failover to a standby (maintenance, game days); the old primary "
-        "ends a standby; waits for the outcome",
+        "ends a standby; asks first on a terminal, then waits for the outcome",
     )
     switch.add_argument("pair", help="the pair to switch over")
-    switch.add_argument("--to", required=True, help="the standby to activate")
+    switch.add_argument("--to", required=True, metavar="NODE", help="the standby to activate")
     switch.add_argument(
         "--safe-slots",
         type=int,
@@ -412,18 +634,27 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_argument(
         "--no-wait", action="store_true", help="return once the switchover is planned"
     )
+    switch.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (needed when stdin is not a terminal)",
+    )
     adopt = sub.add_parser(
         "adopt",
         parents=[client],
         help="record the node that really signs as active (probed: it must be the only signer)",
     )
-    adopt.add_argument("pair")
+    adopt.add_argument("pair", help="the pair")
     adopt.add_argument("node", help="the node every probe shows signing")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("pause", "resume") and (args.pair is None) == (not args.all):
+        parser.error(f"{args.command}: give a pair or --all (not both)")
     if args.command == "check-config":
         path = args.file or args.config_opt
         if not path:

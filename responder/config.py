@@ -447,6 +447,7 @@ class PairConfig(_Frozen):
 class AuthConfig(_Frozen):
     webhook_token_file: ConfigPath
     operator_token_file: ConfigPath
+    readonly_token_file: ConfigPath | None = None  # logs in to the status page only
 
 
 class RetentionConfig(_Frozen):
@@ -556,7 +557,7 @@ def parse_config(data: Any, base_dir: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(["(top level): the config must be a YAML mapping"])
     try:
-        return Config.model_validate(data, context={"base_dir": base_dir})
+        config = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -571,8 +572,82 @@ def parse_config(data: Any, base_dir: Path) -> Config:
                     'required: a command that prints {"signing": true|false}; every fence and '
                     "activation is verified with it"
                 )
+            if err["type"] == "too_short" and re.fullmatch(r"pairs\[\d+\]\.nodes", loc):
+                given = err.get("input")
+                count = len(given) if isinstance(given, list | tuple) else 0
+                msg = (
+                    "a pair needs at least two nodes (a primary and a standby); "
+                    f"{loc.removesuffix('.nodes')} has {count}"
+                )
             problems.append(f"{loc}: {msg}")
         raise ConfigError(sorted(set(problems))) from None
+    overlaps = _overlap_problems(config)
+    if overlaps:
+        raise ConfigError(overlaps)
+    return config
+
+
+def _labels(match: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(match.items())) + "}"
+
+
+def _overlap_problems(config: Config) -> list[str]:
+    """Nodes an alert or a call could not tell apart: one `match` covering another's (an
+    alert would be routed to the wrong node, or count against two pairs), or two nodes behind
+    one driver URL (fencing one would stop the other). Each problem names both key paths."""
+    nodes = [
+        (f"pairs[{p_i}].nodes[{n_i}]", pair.name, node)
+        for p_i, pair in enumerate(config.pairs)
+        for n_i, node in enumerate(pair.nodes)
+    ]
+    problems = []
+    for i, (first_at, first_pair, first) in enumerate(nodes):
+        for at, pair, node in nodes[i + 1 :]:
+            same_pair = pair == first_pair
+            mine, theirs = set(node.match.items()), set(first.match.items())
+            if mine == theirs:
+                consequence = (
+                    f"every alert would go to {first.name} (the first), never to {node.name}"
+                    if same_pair
+                    else f"one alert would count as a fault of {first_pair}/{first.name} and "
+                    f"of {pair}/{node.name}"
+                )
+                problems.append(
+                    f"{at}.match: the same labels as {first_at}.match "
+                    f"({_labels(node.match)}): {consequence}"
+                )
+            elif theirs < mine or (not same_pair and mine < theirs):
+                wide, narrow = (first_at, at) if theirs < mine else (at, first_at)
+                consequence = (
+                    f"{first.name} comes first, so {node.name} would never get an alert"
+                    if same_pair
+                    else "one alert would count as a fault in both pairs"
+                )
+                problems.append(
+                    f"{at}.match: every alert that matches {narrow}.match also matches "
+                    f"{wide}.match: {consequence}; add a label that tells them apart"
+                )
+            url, first_url = _driver_url(node), _driver_url(first)
+            if url is not None and url == first_url:
+                consequence = (
+                    "fencing one would stop the other, and no probe could tell them apart"
+                    if same_pair
+                    else f"pairs {first_pair} and {pair} would both fence and activate it"
+                )
+                problems.append(
+                    f"{at}.driver.url: the same URL as {first_at}.driver.url ({url}): {consequence}"
+                )
+    return problems
+
+
+def _driver_url(node: NodeConfig) -> str | None:
+    """The node's API URL, compared case-insensitively in scheme and host."""
+    driver = node.driver
+    if not isinstance(driver, HttpDriverConfig | KeymanagerDriverConfig):
+        return None
+    scheme, _, rest = driver.url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
 
 
 def load_config(path: str | Path) -> Config:
@@ -582,12 +657,22 @@ def load_config(path: str | Path) -> Config:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
+    data = _parse_yaml(file, text)
     # abspath, not resolve(): a symlinked config (e.g. a ConfigMap mount) keeps its own directory
     return parse_config(data, Path(os.path.abspath(file)).parent)
+
+
+def _parse_yaml(file: Path, text: str) -> Any:
+    """The YAML document; a syntax error names the file, line and column like a compiler."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(file)
+        what = "; ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"{where}: not valid YAML: {what or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
 
 
 @dataclass(frozen=True)
@@ -636,6 +721,7 @@ class Secrets:
 
     webhook: Secret | None
     operator: Secret | None
+    readonly: Secret | None = None  # the status page's read-only login; never the control API
 
 
 def load_secrets(config: Config) -> Secrets:
@@ -647,15 +733,25 @@ def load_secrets(config: Config) -> Secrets:
     for key, path in (
         ("auth.webhook_token_file", config.auth.webhook_token_file),
         ("auth.operator_token_file", config.auth.operator_token_file),
+        ("auth.readonly_token_file", config.auth.readonly_token_file),
     ):
+        if path is None:
+            found.append(None)
+            continue
         try:
             found.append(read_secret(path, key))
         except ConfigError as exc:
             problems.extend(exc.problems)
             found.append(None)
+    readonly = found[2]
+    if readonly is not None and readonly.value in {s.value for s in found[:2] if s is not None}:
+        problems.append(
+            "auth.readonly_token_file: holds the same token as the webhook or operator token; "
+            "a read-only login must not be able to act"
+        )
     if problems:
         raise ConfigError(problems)
-    return Secrets(webhook=found[0], operator=found[1])
+    return Secrets(webhook=found[0], operator=found[1], readonly=readonly)
 
 
 def secret_files(config: Config) -> list[tuple[str, Path, bool]]:
@@ -664,6 +760,8 @@ def secret_files(config: Config) -> list[tuple[str, Path, bool]]:
     if config.auth != "none":
         out.append(("auth.webhook_token_file", config.auth.webhook_token_file, True))
         out.append(("auth.operator_token_file", config.auth.operator_token_file, True))
+        if config.auth.readonly_token_file is not None:
+            out.append(("auth.readonly_token_file", config.auth.readonly_token_file, True))
     for p_i, pair in enumerate(config.pairs):
         for n_i, node in enumerate(pair.nodes):
             where = f"pairs[{p_i}].nodes[{n_i}]"
@@ -723,3 +821,153 @@ def permission_warnings(config: Config) -> list[str]:
                 f"{key}: {path} is accessible by group/others (mode {mode & 0o777:o}); chmod 600 it"
             )
     return warnings
+
+
+def _tls_files(config: Config) -> list[tuple[str, Path]]:
+    """Every TLS CA file the config names, with its key path."""
+    out: list[tuple[str, Path]] = []
+    for p_i, pair in enumerate(config.pairs):
+        for n_i, node in enumerate(pair.nodes):
+            where = f"pairs[{p_i}].nodes[{n_i}]"
+            driver = node.driver
+            tls = driver.tls if not isinstance(driver, CommandDriverConfig) else None
+            if tls is not None and tls.ca_file is not None:
+                out.append((f"{where}.driver.tls.ca_file", tls.ca_file))
+            for f_i, level in enumerate(node.fence_levels):
+                if isinstance(level, HttpFenceConfig) and level.tls.ca_file is not None:
+                    out.append((f"{where}.fence_levels[{f_i}].tls.ca_file", level.tls.ca_file))
+        live = pair.ethereum.liveness if pair.ethereum is not None else None
+        if live is not None and live.tls.ca_file is not None:
+            out.append((f"pairs[{p_i}].ethereum.liveness.tls.ca_file", live.tls.ca_file))
+    return out
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a file the responder will open cannot be read, or None."""
+    if path.is_dir():
+        return "is a directory"
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def file_problems(config: Config) -> list[str]:
+    """Every file the config names that cannot be used, all in one list: tokens (read, must
+    not be empty), keystores, passwords and TLS CA files (must be readable)."""
+    problems = []
+    for key, path, is_token in secret_files(config):
+        if is_token:
+            try:
+                read_secret(path, key)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        elif (why := _unreadable(path)) is not None:
+            problems.append(f"{key}: cannot read {path}: {why}")
+    for key, path in _tls_files(config):
+        if (why := _unreadable(path)) is not None:
+            problems.append(f"{key}: cannot read {path}: {why}")
+    return problems
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why the state directory cannot be created or written, or None: checked without
+    creating anything, so `check-config` fails where `serve` would."""
+    uid = os.getuid()
+    if state_dir.exists():
+        if not state_dir.is_dir():
+            return f"state_dir: {state_dir} exists and is not a directory"
+        if not os.access(state_dir, os.W_OK | os.X_OK):
+            return f"state_dir: {state_dir} is not writable by this user (uid {uid})"
+        db = state_dir / "responder.sqlite3"
+        if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+            return f"state_dir: {db} is not writable by this user (uid {uid})"
+        return None
+    parent = state_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"state_dir: cannot create {state_dir}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (
+            f"state_dir: cannot create {state_dir}: {parent} is not writable by this user "
+            f"(uid {uid})"
+        )
+    return None
+
+
+def _raw_file_problems(data: Any, base_dir: Path, at: str = "") -> list[str]:
+    """For a config that does not validate: every `*_file` key (and `state_dir`) in the raw
+    document that names an unusable path, so one run reports them with the schema errors."""
+    problems: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{at}.{key}" if at else str(key)
+            if isinstance(value, str) and value and str(key).endswith("_file"):
+                path = Path(value).expanduser()
+                path = path if path.is_absolute() else base_dir / path
+                if (why := _unreadable(path)) is not None:
+                    problems.append(f"{where}: cannot read {path}: {why}")
+            elif isinstance(value, str) and value and key == "state_dir" and not at:
+                path = Path(value).expanduser()
+                if problem := state_dir_problem(path if path.is_absolute() else base_dir / path):
+                    problems.append(problem)
+            else:
+                problems.extend(_raw_file_problems(value, base_dir, where))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            problems.extend(_raw_file_problems(item, base_dir, f"{at}[{i}]"))
+    return problems
+
+
+def policy_warnings(config: Config) -> list[str]:
+    """Policies that work but invite an unwanted failover: worth a warning, not fatal."""
+    warnings = []
+    for p_i, pair in enumerate(config.pairs):
+        policy = pair.policy
+        if policy.hold == 0 and policy.cooldown == 0:
+            warnings.append(
+                f"pairs[{p_i}].policy: hold 0s with cooldown 0s: the first alert fails over at "
+                "once and a flapping alert can fail over again at once (only max_failovers "
+                f"{policy.max_failovers} per {policy.max_failovers_window:g}s stops it); "
+                "set a hold (e.g. 20s) or a cooldown (e.g. 1h)"
+            )
+    return warnings
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Everything worth fixing in a usable config: file permissions and risky policies."""
+    return permission_warnings(config) + policy_warnings(config)
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """The outcome of checking a config file: `config` is None when it does not validate."""
+
+    config: Config | None
+    problems: list[str]
+    warnings: list[str]
+
+
+def check_config_file(path: str | Path) -> ConfigCheck:
+    """Everything `check-config` and `serve` refuse, in one run: the schema, every file the
+    config names, and the state directory. Schema errors come with the file problems that can
+    still be found in the raw document."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = _parse_yaml(file, text)
+    except OSError as exc:
+        return ConfigCheck(None, [f"{file}: cannot read: {exc.strerror}"], [])
+    except ConfigError as exc:
+        return ConfigCheck(None, exc.problems, [])
+    base_dir = Path(os.path.abspath(file)).parent
+    try:
+        config = parse_config(data, base_dir)
+    except ConfigError as exc:
+        return ConfigCheck(None, exc.problems + _raw_file_problems(data, base_dir), [])
+    problems = file_problems(config)
+    if (problem := state_dir_problem(config.state_dir)) is not None:
+        problems.append(problem)
+    return ConfigCheck(config, problems, config_warnings(config))

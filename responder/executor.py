@@ -258,7 +258,11 @@ class Executor:
             if gate == "liveness" or self._is_eth(f.pair)
             else "hand-off"
         )
-        why = f"no {what} was handed over by the fence of {f.source or '(none)'}"
+        why = (
+            f"no {what} was handed over by the fence of {f.source}"
+            if f.source is not None
+            else f"no node was active to fence, so no {what} was handed over"
+        )
         if gate == "operator":
             waiting = f"{why}: activation of {f.target} waits for an operator (responder confirm {f.pair})"
             wake = FOREVER
@@ -878,7 +882,8 @@ class Executor:
                 f"the activation claimed success but {f.target} then answered: {obs.says}"
             )
             return self._failed_activation(f, ctx, handle, claim)
-        done = f"{f.source or 'nothing'} fenced, {f.target} active (verified signing)"
+        fenced = f"{f.source} fenced" if f.source is not None else "no active node to fence"
+        done = f"{fenced}, {f.target} active (verified signing)"
         if (f.data or {}).get("switchover") and f.source is not None:
             return self._switched(f, done)
         return self._end(f, Step.DONE, done)

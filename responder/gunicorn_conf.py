@@ -5,6 +5,7 @@ Use: gunicorn -c python:responder.gunicorn_conf 'responder.wsgi:app_from_env()'
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from .config import ConfigError, load_config
+from .logs import setup_logging
+from .wsgi import startup_summary
 
 if not os.environ.get("RESPONDER_CONFIG"):
     sys.exit("RESPONDER_CONFIG must name the responder config file")
@@ -39,3 +42,18 @@ def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live metrics files (prometheus_client multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(server: Any) -> None:
+    """Log once, from the master, what this responder serves (each worker logs its start)."""
+    setup_logging(_config.log_level)
+    logging.getLogger("responder.server").info(
+        startup_summary(_config, bind, workers), extra={"event": "ready"}
+    )
+
+
+def on_exit(server: Any) -> None:
+    """The last line of a clean stop, after every worker has exited."""
+    logging.getLogger("responder.server").info(
+        "responder stopped: every worker has exited", extra={"event": "stop"}
+    )

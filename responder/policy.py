@@ -455,7 +455,12 @@ def _evaluate(
     policy = pair.policy
     active, firing = _fault(state, pair)
     if len(firing) < policy.quorum:
-        if state.phase is Phase.PENDING:
+        if active is None:
+            reason = (
+                f"{cause}; no node is recorded active, so no failover can start: run "
+                f"`responder adopt {state.pair} NODE` for the node that signs"
+            )
+        elif state.phase is Phase.PENDING:
             reason = f"{cause}; debounced: fault on {active} cleared before failover"
         else:
             reason = f"{cause}; no fault on the active node {active}"
@@ -590,7 +595,8 @@ def _failover_ended(
         new = state.evolve(
             phase=Phase.ARMED, roles=roles, deadline=None, uncertain=uncertain, held_reason=held
         )
-        cause = f"failover {event.failover_id} {label}: {event.reason}"
+        # the executor's dry-run reasons say "dry-run: ..." themselves; the label says it once
+        cause = f"failover {event.failover_id} {label}: {event.reason.removeprefix('dry-run: ')}"
         return _evaluate(new, now, pair, cause=cause, may_start=False)
     planned = any(a.planned for a in state.attempts if a.failover_id == event.failover_id)
     if planned and event.outcome == "aborted":

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .alerts import Notification
@@ -95,9 +96,13 @@ class JournalEntry:
     detail: Mapping[str, Any]
 
     def to_json(self) -> dict[str, Any]:
+        """`ts` (Unix seconds) for arithmetic, `at` (ISO 8601, UTC, milliseconds: steps take
+        less than a second) for people, as everything else the API shows."""
+        at = datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds")
         return {
             "seq": self.seq,
             "ts": self.ts,
+            "at": at,
             "step": self.step,
             "phase": self.phase,
             "detail": dict(self.detail),

@@ -17,13 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from .app import create_app
 from .clock import SystemClock
-from .config import (
-    ConfigError,
-    check_driver_files,
-    load_config,
-    load_secrets,
-    permission_warnings,
-)
+from .config import Config, check_config_file, load_secrets
 from .drivers import build_nodes
 from .logs import setup_logging
 from .runner import Runner
@@ -36,16 +30,13 @@ def app_from_env() -> Flask:
     path = os.environ.get("RESPONDER_CONFIG")
     if not path:
         sys.exit("RESPONDER_CONFIG must name the config file")
-    try:
-        config = load_config(path)
-        secrets = load_secrets(config)
-        problems = check_driver_files(config)
-        if problems:
-            raise ConfigError(problems)
-    except ConfigError as exc:
-        sys.exit(f"invalid config {path}:\n{exc}")
+    checked = check_config_file(path)
+    config = checked.config
+    if checked.problems or config is None:
+        sys.exit(f"invalid config {path}:\n" + "\n".join(checked.problems))
+    secrets = load_secrets(config)
     setup_logging(config.log_level)
-    for warning in permission_warnings(config):
+    for warning in checked.warnings:
         log.warning(warning)
     if secrets.webhook is None:
         log.warning(
@@ -70,5 +61,28 @@ def app_from_env() -> Flask:
     )
     runner_box.append(runner)
     runner.start()
-    log.info("worker started", extra={"event": "start"})
+    log.info("worker %d started", os.getpid(), extra={"event": "start"})
     return app
+
+
+def startup_summary(config: Config, bind: str, workers: int) -> str:
+    """The one line an operator reads first: where it listens, what it guards, how it acts."""
+    pairs = "; ".join(
+        f"{p.name} ({', '.join(n.name for n in p.nodes)})"
+        + (" [dry-run]" if config.pair_dry_run(p) else "")
+        for p in config.pairs
+    )
+    dry = (
+        "on for every pair"
+        if config.dry_run
+        else (
+            "on for " + ", ".join(p.name for p in config.pairs if p.dry_run)
+            if any(p.dry_run for p in config.pairs)
+            else "off"
+        )
+    )
+    auth = "none (unauthenticated, lab only)" if config.auth == "none" else "bearer tokens"
+    return (
+        f"responder listening on http://{bind} with {workers} workers; pairs: {pairs}; "
+        f"dry-run: {dry}; state: sqlite {config.db_path}; auth: {auth}"
+    )

@@ -39,11 +39,11 @@ def test_status_pause_resume_and_events(server, capsys) -> None:
 
 
 def test_failover_and_ack_commands(server, nodes, capsys) -> None:
-    """`failover --to` runs the safe path; `ack` re-arms; errors exit 1 with the server's reason."""
+    """`failover --to --yes` runs the safe path and waits for it; `ack` re-arms; errors exit 1 with the server's reason."""
     cfg = ["--config", str(server.config_path), "--url", server.url]
-    assert main(["failover", "mainnet-a", "--to", "node-a", *cfg]) == 1
+    assert main(["failover", "mainnet-a", "--to", "node-a", "--yes", *cfg]) == 1
     assert "already the active node" in capsys.readouterr().err
-    assert main(["failover", "mainnet-a", "--to", "node-b", *cfg]) == 0
+    assert main(["failover", "mainnet-a", "--to", "node-b", "--yes", *cfg]) == 0
     assert "manual failover" in capsys.readouterr().out
     server.wait_for(lambda p: p["active_node"] == "node-b", "manual failover done")
     assert nodes["node-b"].calls["activate"] == 1

@@ -340,7 +340,7 @@ def test_fewer_than_two_nodes_are_rejected(count: int) -> None:
     found = problems(data)
     assert len(found) == 1
     assert found[0].startswith("pairs[0].nodes: ")
-    assert "at least 2" in found[0]
+    assert "at least two nodes" in found[0]
 
 
 def test_no_pairs_is_rejected() -> None:

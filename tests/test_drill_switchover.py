@@ -531,7 +531,7 @@ def test_switchover_cli_follows_the_journal_and_prints_timings(
 ) -> None:
     """`responder switchover --to` follows the journal, prints timings and exits 0, there and back; no overlap, the old primary a standby."""
     token = server.config_path.parent / "secrets" / "operator-token"
-    assert cli(server.url, token, "switchover", "mainnet-a", "--to", "node-b") == 0
+    assert cli(server.url, token, "switchover", "mainnet-a", "--to", "node-b", "--yes") == 0
     out = capsys.readouterr().out
     assert "switchover by" in out.splitlines()[0]
     assert "mainnet-a-1: done:" in out and "node-a verified not signing and healthy" in out
@@ -543,7 +543,7 @@ def test_switchover_cli_follows_the_journal_and_prints_timings(
         "node-b": "active",
     }
 
-    assert cli(server.url, token, "switchover", "mainnet-a", "--to", "node-a") == 0
+    assert cli(server.url, token, "switchover", "mainnet-a", "--to", "node-a", "--yes") == 0
     out = capsys.readouterr().out
     assert "mainnet-a-2: done:" in out and "node-b verified not signing and healthy" in out
     pair = server.pair()

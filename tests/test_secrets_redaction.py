@@ -419,6 +419,7 @@ def test_same_pubkey_in_two_pairs_is_refused(tmp_path: Path) -> None:
     for node in second["nodes"]:
         node["driver"]["mode"] = "remote"
         node["match"] = {"node": node["name"] + "-b"}
+        node["driver"]["url"] += "-b"  # two pairs never share a node
     second["ethereum"]["remote_signer_url"] = "https://10.0.0.40:9000"
     data = _ethereum_pair(tmp_path) | {"pairs": [first, second]}
     with pytest.raises(ConfigError) as info:

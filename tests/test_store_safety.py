@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -132,7 +133,8 @@ def _wait_for_workers(server: ServerProcess, count: int, timeout: float = 20.0) 
     """Wait until `count` gunicorn workers have opened the store (real processes starting)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if server.log_path.read_text().count('"msg": "worker started"') >= count:
+        started = re.findall(r'"msg": "worker \d+ started"', server.log_path.read_text())
+        if len(started) >= count:
             return
         time.sleep(0.05)
     raise AssertionError(f"{count} workers did not start; log tail:\n{server.proc.tail()}")
