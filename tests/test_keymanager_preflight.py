@@ -84,9 +84,10 @@ class Setup:
         if self.beacon_url is not None:
             driver["beacon_url"] = self.beacon_url
         driver = {k: v for k, v in (driver | driver_extra).items() if v is not None}
+        standby = driver | {"url": f"{driver['url']}-standby"}  # only node-a is asked
         nodes = [
-            {"name": name, "match": {"node": name}, "driver": driver}
-            for name in ("node-a", "node-b")
+            {"name": "node-a", "match": {"node": "node-a"}, "driver": driver},
+            {"name": "node-b", "match": {"node": "node-b"}, "driver": standby},
         ]
         eth: dict[str, Any] = {"genesis_validators_root": ROOT, "pubkeys": KEYS}
         if mode == "local":

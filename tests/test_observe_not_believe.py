@@ -441,7 +441,7 @@ def test_serve_against_absent_nodes_reports_them_unreachable_not_healthy(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     """Nodes that do not exist show as unreachable, node_up 0, and 'who signs' unknown."""
-    dead = [node_entry(n, "http://127.0.0.1:9") for n in ("node-a", "node-b")]
+    dead = [node_entry(n, f"http://127.0.0.1:9/{n}") for n in ("node-a", "node-b")]
     h = build(tmp_path, clock, dead)
     assert "not observed yet" in h.pair()["who_signs"]
     h.responder.observe_pair(PAIR)
