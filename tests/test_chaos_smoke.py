@@ -1,7 +1,7 @@
 """The chaos campaign (tests/chaos, docs/safety.md): a smoke share passes, and a broken build fails.
 
 The full campaign is `make chaos` (1,000 scenarios). Here a small share of it runs, and the
-checker is proven on two mutants of the executor: each copy of the `responder` package is
+checker is proven on four mutants of the executor: each copy of the `responder` package is
 patched, the campaign runs against the copy in a subprocess (PYTHONPATH puts the copy first),
 and it must exit non-zero naming the broken invariant.
 """
@@ -48,7 +48,7 @@ def test_smoke_share_of_the_campaign_has_no_violation() -> None:
     assert "violations: 0 in 0 scenarios" in out
 
 
-# (file, exact text, replacement, campaign filter)
+# (exact text, replacement, campaign filter)
 MUTANTS = {
     # the standby is activated before the primary's fence is even sent
     "activate-before-fence": (
@@ -65,6 +65,69 @@ MUTANTS = {
         ("--only", "primary=fence_lies"),
     ),
 }
+
+
+# a drill that really sends the fence it should only list (a drill must never mutate a node)
+DRILL_SENDS = (
+    "        self.requests.append(\n",
+    '        if what == "fence":\n'
+    "            try:\n"
+    "                _guard(lambda: self.nodes[(f.pair, node)].driver.fence(self._context(f)))\n"
+    "            except DriverError:\n"
+    "                pass\n"
+    "        self.requests.append(\n",
+)
+# a dry-run failover that skips the rehearsal and fences for real
+DRY_RUN_FENCES = (
+    "        if f.dry_run:\n            return self._rehearse_fence(f, handle, levels)\n",
+    "",
+)
+# the hand-off gate skipped: activation without a hand-off, a confirm or quiet heights
+SKIP_GATE = (
+    '        if f.dry_run or not target.needs_handoff or data.get("handoff"):\n',
+    "        if True:\n",
+)
+NEW_MUTANTS = {
+    "activate-without-hand-off": (
+        *SKIP_GATE,
+        ("--only", "feature=handoff"),
+        "activation without a hand-off",
+    ),
+    "drill-sends-a-fence": (*DRILL_SENDS, ("--only", "feature=drill"), "a drill sent a mutating"),
+    "dry-run-fences": (
+        *DRY_RUN_FENCES,
+        ("--only", "feature=dry_run_pair"),
+        "a dry-run pair's node got a mutating request",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(NEW_MUTANTS))
+def test_campaign_catches_a_drill_dry_run_or_gate_that_breaks_its_promise(
+    tmp_path: Path, mutant: str
+) -> None:
+    """Against a responder whose drills (or dry-run pairs) send a real fence, or whose hand-off
+    gate lets an activation through, the campaign exits non-zero naming the broken invariant."""
+    old, new, only, expected = NEW_MUTANTS[mutant]
+    shutil.copytree(REPO / "responder", tmp_path / "responder")
+    executor = tmp_path / "responder" / "executor.py"
+    text = executor.read_text()
+    assert text.count(old) == 1, "the mutation no longer applies: update it to the executor"
+    executor.write_text(text.replace(old, new))
+    code, out = campaign(
+        "--scenarios",
+        "300",
+        "--seed",
+        "1",
+        "--in-process-only",
+        *only,
+        cwd=tmp_path,
+        pythonpath=f"{tmp_path}{os.pathsep}{REPO}",
+    )
+    assert f"responder under test: {tmp_path / 'responder' / '__init__.py'}" in out, out[:2000]
+    assert code == 1, out[-4000:]
+    assert expected in out, out[-4000:]
+    assert "VIOLATION in scenario 1:" in out and "--replay 1:" in out
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))

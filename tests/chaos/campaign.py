@@ -40,6 +40,7 @@ class Result:
     timings: list[Timing]
     seconds: float
     claims_checked: int = 0
+    drills: int = 0
     known: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
 
@@ -62,13 +63,23 @@ def run_one(
     timings: list[Timing] = []
     trace: list[str] = [sc.describe()]
     claims = 0
+    drills = 0
     known: list[str] = []
     try:
         run = run_real(sc, server, where) if sc.real else run_in_process(sc, server, where, verbose)
-        verdict = check(sc, run.world, run.fault_seen, run.resolved_seen, run.down, real=sc.real)
+        verdict = check(
+            sc,
+            run.world,
+            run.fault_seen,
+            run.resolved_seen,
+            run.down,
+            real=sc.real,
+            confirms=run.confirms,
+        )
         violations = run.violations + verdict.violations
         timings = verdict.timings
         claims = run.claims_checked
+        drills = run.drills
         known = run.known + verdict.known
         trace += ["  runner:"] + [f"    {e}" for e in run.events]
         trace += ["  node calls (last 60):"] + [f"    {c}" for c in run.world.trace(60)]
@@ -92,6 +103,7 @@ def run_one(
         timings=timings,
         seconds=time.monotonic() - started,
         claims_checked=claims,
+        drills=drills,
         known=known,
         trace=trace,
     )
@@ -162,7 +174,7 @@ def summary(results: list[Result], seed: int, seconds: float) -> str:
     lines = [f"chaos campaign, seed {seed}: {len(results)} scenarios in {seconds:.1f}s"]
     real = sum(r.real for r in results)
     lines.append(f"  in-process {len(results) - real}, real-process (gunicorn) {real}")
-    dims = ["topology", "episode", "primary", "fence", "standby", "responder"]
+    dims = ["topology", "episode", "primary", "fence", "standby", "responder", "feature"]
     for dim in dims:
         counts = Counter(r.kinds[dim] for r in results if not r.real)
         lines.append(f"  {dim}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -172,6 +184,7 @@ def summary(results: list[Result], seed: int, seconds: float) -> str:
     if real:
         lines.append("  real-process: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     lines.append(f"  who_signs facts checked: {sum(r.claims_checked for r in results)}")
+    lines.append(f"  drills run: {sum(r.drills for r in results)}")
     for label, is_real, unit in (
         ("in-process", False, "manual-clock s"),
         ("real-process", True, "wall s"),

@@ -38,6 +38,7 @@ from tests.tokens import OPERATOR_TOKEN, WEBHOOK_TOKEN
 # signing" from the moment its activation is sent until an answer verifies it; a claim that
 # differs from the truth is a violation again. The name is kept for the summary's report.
 KNOWN_GAP_IN_FLIGHT_CUT = "who_signs calls a node silent while a cut activation to it may land"
+DRILL_INCARNATION = w.DRILL_INCARNATION  # + the incarnation: the drills' own node token
 
 MAX_STEP = 2.0  # the loop never jumps the clock further than this at once
 MAX_ITERATIONS = 5000
@@ -61,27 +62,35 @@ class Run:
     down: list[tuple[float, float]] = field(
         default_factory=list
     )  # no responder ran (crash, restart)
+    confirms: list[tuple[str, int]] = field(default_factory=list)  # (pair, world seq) of confirms
+    drills: int = 0  # drills run
+    switchovers: list[str] = field(default_factory=list)  # what each switchover request did
 
 
-def node_entry(name: str, url: str, pdu: str | None) -> dict[str, Any]:
-    driver = {
+def node_entry(
+    name: str, url: str, pdu: str | None, *, handoff: bool = False, pdu_check: str | None = None
+) -> dict[str, Any]:
+    driver: dict[str, Any] = {
         "type": "http",
         "url": url,
         "token_file": "./secrets/node-token",
         "connect_timeout": f"{S.CONNECT_TIMEOUT}s",
         "timeout": f"{S.TIMEOUT}s",
     }
+    if handoff:
+        driver["handoff"] = "required"
     entry: dict[str, Any] = {"name": name, "match": {"node": name}, "driver": driver}
     if pdu is not None:
-        entry["fence_levels"] = [
-            {
-                "type": "http",
-                "url": pdu,
-                "token_file": "./secrets/node-token",
-                "connect_timeout": f"{S.CONNECT_TIMEOUT}s",
-                "timeout": f"{S.TIMEOUT}s",
-            }
-        ]
+        level: dict[str, Any] = {
+            "type": "http",
+            "url": pdu,
+            "token_file": "./secrets/node-token",
+            "connect_timeout": f"{S.CONNECT_TIMEOUT}s",
+            "timeout": f"{S.TIMEOUT}s",
+        }
+        if pdu_check is not None:  # read-only: drills and dry-run pairs send it
+            level["check"] = {"url": pdu_check, "expect_json": {"outlet": "on"}}
+        entry["fence_levels"] = [level]
     return entry
 
 
@@ -95,15 +104,28 @@ def config_data(
     lease: float = S.LEASE,
     observe: float = S.OBSERVE,
     poll: float = 0.2,
+    pdu_check_url: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     pairs = []
     for plan in sc.pairs:
         nodes = [
-            node_entry(renamed.get(name, name), node_url(slot), pdu_url(slot) if plan.pdu else None)
+            node_entry(
+                renamed.get(name, name),
+                node_url(slot),
+                pdu_url(slot) if plan.pdu else None,
+                handoff=plan.handoff is not None,
+                pdu_check=pdu_check_url(slot) if pdu_check_url and sc.feature != "none" else None,
+            )
             for name, slot in zip(plan.names, plan.slots, strict=True)
         ]
+        extra: dict[str, Any] = {}
+        if plan.dry_run:
+            extra["dry_run"] = True
+        if plan.handoff is not None:
+            extra["handoff"] = {"without": plan.handoff, "quiet": plan.quiet, "poll": "0.5s"}
         pairs.append(
-            {
+            extra
+            | {
                 "name": plan.name,
                 "nodes": nodes,
                 "policy": {
@@ -263,6 +285,8 @@ class InProcess:
                 keys=i == 0,
                 faults=list(sc.node_faults.get(slot, [])),
                 late_by=sc.late_by.get(slot, 0.5),
+                pdu_lag=sc.pdu_lag if i == 0 and plan is sc.pairs[0] else 0.0,
+                handoff=plan.handoff is not None,
             )
             for plan in sc.pairs
             for i, slot in enumerate(plan.slots)
@@ -293,7 +317,16 @@ class InProcess:
         self.adopt_at: float | None = None
         self.held_back: list[Delivery] = []
         self.crashed_at = 0.0
+        self.drill_h: Harness | None = None  # the operator's drills: own node token
+        self.confirm_at: float | None = None  # handoff_operator: when the operator confirms
+        self.back_at: float | None = None  # switchover_back: when the second one is asked
+        self.switchover_ids: list[str] = []
+        self.done_at: dict[str, float] = {}  # switchover id -> when the runner saw it done
+        self.initial_roles: dict[str, dict[str, str]] = {}
         self._start()
+        for plan in sc.pairs:
+            assert self.h is not None
+            self.initial_roles[plan.name] = self.h.roles(plan.name)
 
     # ---- incarnations ----------------------------------------------------------------------------
 
@@ -306,12 +339,19 @@ class InProcess:
         self.incarnation += 1
         token = self.world.token_for(self.incarnation)
         data = config_data(
-            self.sc, self.server.node_url, self.server.pdu_url, self.state_dir, self.renamed
+            self.sc,
+            self.server.node_url,
+            self.server.pdu_url,
+            self.state_dir,
+            self.renamed,
+            pdu_check_url=self.server.pdu_state_url,
         )
         path = write_config(self.root / f"inc{self.incarnation}", data, token)
         h = Harness(load_config(path), self.clock, owner=f"inc{self.incarnation}")
         self.harnesses.append(h)
         self.h = h
+        self.drill_h = None
+        self.config_data = data
         self.note(f"responder incarnation {self.incarnation} started (renamed: {self.renamed})")
         return h
 
@@ -327,6 +367,7 @@ class InProcess:
         self.stale.extend(self.running)
         self.running = []
         self.h = None
+        self.drill_h = None
         self.crashed_at = self.world.now()
         self.crash_pending = False
         self.restart_at = self.world.now() + delay
@@ -355,6 +396,10 @@ class InProcess:
             actions.append((sc.manual_at, 0, "manual", None))
         if sc.wall_step_at is not None:
             actions.append((sc.wall_step_at, 0, "wall_step", sc.wall_step))
+        if sc.switchover_at is not None:
+            actions.append((sc.switchover_at, 0, "switchover", "node-b"))
+        for t, pair, fault in sc.drills:
+            actions.append((t, 1, "drill", (pair, fault)))
         k = 0
         while k * S.OBSERVE <= sc.end:
             actions.append((k * S.OBSERVE, 10_000, "observe", None))
@@ -376,6 +421,11 @@ class InProcess:
                         "POST", "/api/v1/pairs/mainnet-a/adopt", json={"node": "node-a2"}
                     )
                     self.note(f"operator adopt node-a2 -> {resp.status_code} {resp.get_json()}")
+                if self.back_at is not None and now >= self.back_at - 1e-9 and self.h:
+                    self.back_at = None
+                    self._switchover("node-a")
+                if self.sc.feature.startswith("handoff") and self.h is not None:
+                    self._operator_confirm(now)
                 while pos < len(actions) and actions[pos][0] <= now + 1e-9:
                     self._action(actions[pos][2], actions[pos][3])
                     pos += 1
@@ -399,9 +449,14 @@ class InProcess:
         candidates = [now + MAX_STEP, max(self.sc.end, now + 0.01)]
         if pos < len(actions):
             candidates.append(actions[pos][0])
-        for t in (self.restart_at, self.adopt_at):
+        for t in (self.restart_at, self.adopt_at, self.confirm_at, self.back_at):
             if t is not None:
                 candidates.append(t)
+        if self.h is not None and self.sc.feature.startswith("handoff"):
+            rt = self.h.responder.time.now()
+            for f in self.h.store.list_failovers(limit=20):
+                if f.step.value == "awaiting" and f.wake_at is not None and f.wake_at < rt + 60:
+                    candidates.append(now + max(0.0, f.wake_at - rt))
         wake = self.clock.next_wake()
         if wake is not None:
             candidates.append(now + (wake - self.clock.monotonic()))
@@ -446,6 +501,105 @@ class InProcess:
                 self.adopt_at = self.world.now() + 1.0
         elif kind == "manual":
             self._concurrent_manual()
+        elif kind == "switchover":
+            self._switchover(arg)
+        elif kind == "drill":
+            self._drill(*arg)
+
+    # ---- the new features: switchover, drill, hand-off confirm --------------------------------
+
+    def _switchover(self, target: str) -> None:
+        """An operator asks mainnet-a to switch signing over to `target` (a config name)."""
+        if self.h is None:
+            return
+        name = self.renamed.get(target, target)
+        resp = self.h.op("POST", "/api/v1/pairs/mainnet-a/switchover", json={"target": name})
+        body = resp.get_json()
+        self.note(f"operator switchover to {name} -> {resp.status_code} {body}")
+        self.run.switchovers.append(f"{name}:{resp.status_code}")
+        if resp.status_code >= 500:
+            self.run.violations.append(f"switchover answered {resp.status_code}: {body}")
+        elif resp.status_code == 200 and body.get("failover_id"):
+            self.switchover_ids.append(body["failover_id"])
+
+    def _drill(self, pair: str, fault: str | None) -> None:
+        """A drill from the operator, with its own node token: it must send no mutating
+        request to any node and leave the pair's state (and every failover) as it was."""
+        self._wait_idle()  # the failovers in flight are parked: the state is theirs to change
+        if self.h is None:
+            return
+        if self.drill_h is None:
+            token = self.world.token_for(DRILL_INCARNATION + self.incarnation)
+            path = write_config(self.root / f"drill{self.incarnation}", self.config_data, token)
+            self.drill_h = Harness(
+                load_config(path), self.clock, owner=f"inc{self.incarnation}-drill"
+            )
+            self.harnesses.append(self.drill_h)
+        fault = None if fault is None else self.renamed.get(fault, fault)
+        before = self._pair_snapshot(pair)
+        body = None if fault is None else {"fault": fault}
+        resp = self.drill_h.op("POST", f"/api/v1/pairs/{pair}/drill", json=body)
+        after = self._pair_snapshot(pair)
+        self.run.drills += 1
+        answer = resp.get_json() or {}
+        self.note(
+            f"operator drill of {pair} (fault {fault}) -> {resp.status_code} "
+            f"{answer.get('verdict') or answer}"
+        )
+        if resp.status_code not in (200, 409):
+            self.run.violations.append(f"drill of {pair} answered {resp.status_code}: {answer}")
+        if before != after:
+            self.run.violations.append(
+                f"drill changed the state of {pair}: before {before}, after {after}"
+            )
+
+    def _pair_snapshot(self, pair: str) -> tuple[Any, ...]:
+        """What a drill must never change: roles, phase, failover_seq, attempts, failovers."""
+        assert self.h is not None
+        state = next((st for st in self.h.store.list_pairs() if st.pair == pair), None)
+        failovers = [(f.id, f.step.value) for f in self.h.store.list_failovers(limit=50)]
+        if state is None:
+            return (None, failovers)
+        return (
+            dict(state.roles),
+            state.phase,
+            state.failover_seq,
+            state.attempts,
+            failovers,
+        )
+
+    def _operator_confirm(self, now: float) -> None:
+        """handoff_operator: once a failover awaits a confirmation, the operator checks by hand
+        (waits until no other node of the pair signs), then confirms."""
+        if self.sc.feature != "handoff_operator" or self.h is None:
+            return
+        waiting = [
+            f
+            for f in self.h.store.list_failovers(limit=20)
+            if f.step.value == "awaiting" and f.pair == "mainnet-a"
+        ]
+        if not waiting:
+            self.confirm_at = None
+            return
+        if self.confirm_at is None:
+            self.confirm_at = now + self.sc.confirm_delay
+            return
+        if now < self.confirm_at - 1e-9:
+            return
+        names = self._names()
+        target = names.get(waiting[0].target or "")
+        truth = self.world.truth()
+        if any(truth[slot] for slot in self.sc.pairs[0].slots if slot != target):
+            self.confirm_at = now + 0.5  # by hand: the old primary still signs, look again
+            return
+        seq = self.world.seq
+        resp = self.h.op("POST", "/api/v1/pairs/mainnet-a/confirm")
+        self.note(f"operator confirm -> {resp.status_code} {resp.get_json()}")
+        if resp.status_code == 200:
+            self.run.confirms.append(("mainnet-a", seq))
+            self.confirm_at = None
+        else:
+            self.confirm_at = now + 0.5
 
     def _deliver(self, d: Delivery) -> None:
         h = self.h
@@ -582,6 +736,8 @@ class InProcess:
                     self.note(f"failover {item.id} ended {item.step.value}: {item.outcome_reason}")
                     if item.step.terminal:
                         self._check_claims(item.pair, f"right after failover {item.id} ended")
+                    if item.step.value == "done" and (item.data or {}).get("switchover"):
+                        self._check_switchover(item)
                 elif item != "killed":
                     self.run.violations.append(f"failover {r.failover.id} raised:\n{item}")
         if (
@@ -594,6 +750,47 @@ class InProcess:
             self.world.crash = None
             self.crash_pending = False
             self.note(f"the failover made fewer than {self.sc.crash_nth} node calls: no crash")
+
+    def _check_switchover(self, f: Failover) -> None:
+        """A switchover that ends done leaves exactly one signer, its target; its old primary is
+        a standby only if a status read after its last fence answered healthy, not signing."""
+        self.done_at.setdefault(f.id, self.world.now())
+        if self.h is None:
+            return
+        names = self._names()
+        plan = next(p for p in self.sc.pairs if p.name == f.pair)
+        target = names.get(f.target or "")
+        truth = self.world.truth(within=S.SETTLE)
+        signers = sorted(slot for slot in plan.slots if truth[slot])
+        if signers != [target]:
+            self.run.violations.append(
+                f"switchover {f.id} ended done, but the signers of {f.pair} are {signers}, "
+                f"not exactly its target {f.target} ({target})"
+            )
+        roles = self.h.roles(f.pair)
+        source = names.get(f.source or "")
+        if source is None or roles.get(f.source or "") != "standby":
+            return
+        with self.world.lock:
+            calls = [c for c in self.world.calls if c.node == source]
+        fences = [
+            c.seq for c in calls if c.reached and c.kind in w.MUTATING and c.kind != "activate"
+        ]
+        last_fence = max(fences, default=0)
+        verified = [
+            c
+            for c in calls
+            if c.kind == "status" and c.seq > last_fence and c.signing is False and c.healthy
+        ]
+        if truth[source] or not verified or self.world.nodes[source].powered is False:
+            self.run.violations.append(
+                f"switchover {f.id} made {f.source} a standby without verifying it silent: "
+                f"signing now {truth[source]}, powered {self.world.nodes[source].powered}, "
+                f"healthy not-signing answers since its last fence (#{last_fence}): {len(verified)}"
+            )
+        elif self.sc.switchover_back and f.target == self.renamed.get("node-b", "node-b"):
+            self.back_at = self.world.now() + 2.0
+            self.note("the operator will switch back to node-a in 2s")
 
     def _concurrent_manual(self) -> None:
         """An operator's manual failover from a second worker, racing the automatic decision."""
@@ -622,8 +819,9 @@ class InProcess:
         def manual() -> None:
             try:
                 barrier.wait(10)
+                what = "switchover" if self.sc.race_switchover else "failover"
                 resp = other.op(
-                    "POST", f"/api/v1/pairs/{plan.name}/failover", json={"target": target}
+                    "POST", f"/api/v1/pairs/{plan.name}/{what}", json={"target": target}
                 )
                 answers.append((resp.status_code, resp.get_json()))
                 while (f := other.responder.claim_failover()) is not None:
@@ -636,7 +834,8 @@ class InProcess:
             t.start()
         for t in threads:
             t.join(JOIN_TIMEOUT)
-        self.note(f"concurrent manual failover to {target}: {answers}")
+        what = "switchover" if self.sc.race_switchover else "manual failover"
+        self.note(f"concurrent {what} to {target}: {answers}")
         self.run.violations.extend(errors)
         for owner, f in claimed:
             self._spawn(owner, f)
@@ -713,6 +912,33 @@ class InProcess:
         for plan in self.sc.pairs:
             h.responder.observe_pair(plan.name)
             self._check_claims(plan.name, "at the end (fresh observation)")
+        for plan in self.sc.pairs:
+            if plan.dry_run and h.roles(plan.name) != self.initial_roles[plan.name]:
+                self.run.violations.append(
+                    f"dry-run pair {plan.name} changed roles: {self.initial_roles[plan.name]} "
+                    f"-> {h.roles(plan.name)}"
+                )
+        if self.sc.switchover_done:
+            ended = {f.id: f for f in h.store.list_failovers(limit=100)}
+            first = ended.get(self.switchover_ids[0]) if self.switchover_ids else None
+            if first is None or first.step.value != "done":
+                self.run.violations.append(
+                    "switchover on a healthy pair did not end done: "
+                    f"{self.run.switchovers}, "
+                    f"{first.step.value + ': ' + str(first.outcome_reason) if first else 'no failover'}"
+                )
+            elif self.sc.switchover_at is not None:
+                took = self.done_at.get(first.id, 1e9) - self.sc.switchover_at
+                if "standby" not in (first.outcome_reason or ""):
+                    self.run.violations.append(
+                        f"switchover on a healthy pair left the old primary fenced: "
+                        f"{first.outcome_reason}"
+                    )
+                if took > S.SWITCHOVER_BOUND:
+                    self.run.violations.append(
+                        f"switchover on a healthy pair took {took:.2f}s (bound "
+                        f"{S.SWITCHOVER_BOUND:g}s)"
+                    )
         with h.store.transaction() as txn:
             lost = [i for i in self.run.acked if txn.load_notification(i) is None]
         if lost:

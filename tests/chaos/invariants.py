@@ -22,6 +22,15 @@ Definitions (docs/safety.md states them for users):
   activation request of the same failover took effect.
 - one failover in flight: the mutating requests (fence, activate) of two failovers of one pair
   never interleave.
+- drills and dry-run pairs send nothing that changes a node: no fence, activation or power-switch
+  request carries a drill's token, and none is sent to a node of a `dry_run: true` pair (sent,
+  whether it reached the node or not).
+- activation without a hand-off (a pair whose driver requires one): every activation request of
+  such a pair carries a hand-off some fence of the pair answered, or comes after the last fence
+  of the pair's other nodes and after either an operator's confirm of that pair, or liveness
+  answers of the target (after that fence) showing `quiet` heights without a signature: the
+  last answer's height minus the later of (the first answer's height, the last signature any
+  answer reported) is at least `quiet`.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from itertools import pairwise
 
 from responder.sim import overlaps
 from tests.chaos import world as w
-from tests.chaos.scenarios import Scenario
+from tests.chaos.scenarios import PairPlan, Scenario
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ def check(
     down: Sequence[tuple[float, float]] = (),
     *,
     real: bool = False,
+    confirms: Sequence[tuple[str, int]] = (),
 ) -> Verdict:
     """The violations, known gaps and failover timings of one finished scenario.
 
@@ -203,7 +213,66 @@ def check(
         for (fa, (_, ea)), (fb, (sb, _)) in pairwise(ordered):
             if sb < ea:
                 out.append(f"two failovers in flight on {pair}: {fa} and {fb} interleave")
+
+    # 7. drills and dry-run pairs never send a mutating request
+    dry = {slot for plan in sc.pairs if plan.dry_run for slot in plan.slots}
+    for c in calls:
+        if c.kind not in w.MUTATING:
+            continue
+        if c.incarnation >= w.DRILL_INCARNATION:
+            out.append(f"a drill sent a mutating request: {c.brief()}")
+        elif c.node in dry:
+            out.append(f"a dry-run pair's node got a mutating request: {c.brief()}")
+
+    # 8. an activation without a hand-off waits for a confirm or `quiet` quiet heights
+    for plan in sc.pairs:
+        if plan.handoff is not None:
+            out.extend(_handoff_gate(plan, calls, [s for p, s in confirms if p == plan.name]))
     return Verdict(out, known, timings)
+
+
+def _handoff_gate(plan: PairPlan, calls: Sequence[w.Call], confirms: Sequence[int]) -> list[str]:
+    out: list[str] = []
+    given = {c.seq for c in calls if c.kind == "fence" and c.handoff is not None}
+    for c in calls:
+        if c.kind != "activate" or c.node not in plan.slots or not c.reached:
+            continue
+        if c.handoff is not None:
+            blob = c.handoff if isinstance(c.handoff, dict) else {}
+            if blob.get("fence") not in given:
+                out.append(f"activation carried a hand-off no fence answered: {c.brief()}")
+            continue
+        fences = [
+            f.seq
+            for f in calls
+            if f.reached
+            and f.kind in ("fence", "pdu")
+            and f.node in plan.slots
+            and f.node != c.node
+            and f.seq < c.seq
+        ]
+        if not fences:
+            continue  # nothing was fenced: no node was active to hand anything over
+        fence = max(fences)
+        if any(fence < s < c.seq for s in confirms):
+            continue
+        views = [
+            v.chain
+            for v in calls
+            if v.kind == "liveness" and v.node == c.node and fence < v.seq < c.seq and v.chain
+        ]
+        quiet = 0
+        if views:
+            start = views[0][0]
+            last = max((v[1] for v in views if v[1] is not None), default=start)
+            quiet = views[-1][0] - max(start, last)
+        if quiet < plan.quiet:
+            out.append(
+                f"activation without a hand-off: {c.brief()} (waived: {c.waived!r}) came "
+                f"after the fence #{fence} with no operator confirm and {quiet} of "
+                f"{plan.quiet} quiet heights seen ({len(views)} liveness answers)"
+            )
+    return out
 
 
 def _verified_fence(calls: Sequence[w.Call], node: str, since: int, before: int) -> str:

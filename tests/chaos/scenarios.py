@@ -59,6 +59,21 @@ RESPONDER_FAULTS = (
     "wall_step",
 )
 EPISODES = ("sustained", "blip", "flap", "flap_then_sustained")
+# Product features mixed into the fault kinds above (drawn from a separate random stream, so a
+# scenario whose feature is "none" is exactly the scenario it was before features existed).
+FEATURES = (
+    "none",
+    "switchover",  # an operator's switchover to the standby, before the fault episodes
+    "switchover_back",  # ... and once it is done, a second one back to the old primary
+    "switchover_sick",  # a switchover asked while the primary is sick, before the deadline
+    "switchover_race",  # a switchover from a second worker racing the automatic decision
+    "drill",  # 2-5 drills at random moments (during failovers too), on any pair
+    "dry_run_pair",  # a `dry_run: true` pair beside the real ones, with its own fault
+    "handoff_operator",  # hand-off required; without one, activation waits for `confirm`
+    "handoff_chain",  # hand-off required; without one, it waits for `quiet` quiet heights
+)
+FEATURE_WEIGHTS = (80, 3, 2.5, 2.5, 2.5, 3.5, 3, 2.5, 2.5)
+SWITCHOVER_BOUND = 6.0  # a switchover on a healthy pair is done within this many seconds
 TOPOLOGIES = ("pair2", "pair3", "two_pairs")
 
 
@@ -139,6 +154,9 @@ class PairPlan:
     )
     target: str | None = None  # slot expected to become active
     fault_node: str = ""  # config name of the faulty primary
+    dry_run: bool = False  # `dry_run: true`: never a mutating request, roles never change
+    handoff: str | None = None  # "operator" | "chain": the driver requires a hand-off
+    quiet: int = 0  # handoff.quiet (heights) of the chain gate
 
     def slot_of(self, name: str) -> str:
         return self.slots[self.names.index(name)]
@@ -175,6 +193,14 @@ class Scenario:
     bound: float = BOUND
     recover_at: float | None = None  # the primary recovers by itself then
     troubled_hang: bool = False  # two pairs: the troubled pair's primary hangs throughout
+    feature: str = "none"
+    switchover_at: float | None = None  # an operator asks for a switchover of mainnet-a then
+    switchover_back: bool = False  # ... and a second one back once the first is done
+    switchover_done: bool = False  # the (first) switchover must end done, source a standby
+    race_switchover: bool = False  # `manual_at` sends a switchover, not a manual failover
+    drills: list[tuple[float, str, str | None]] = field(default_factory=list)  # (t, pair, fault)
+    pdu_lag: float = 0.0  # handoff: the primary's power switch cuts the power this late
+    confirm_delay: float = 0.0  # handoff_operator: the operator confirms this long after
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -194,6 +220,7 @@ class Scenario:
             "standby": self.standby_fault,
             "responder": self.responder_fault
             + (f"({self.rename})" if self.rename and self.responder_fault != "none" else ""),
+            "feature": self.feature,
         }
 
     def describe(self) -> str:
@@ -215,6 +242,14 @@ class Scenario:
                 f"  responder: {self.responder_fault} nth={self.crash_nth} "
                 f"landed={self.crash_landed} restart_at={self.restart_at} rename={self.rename} "
                 f"manual_at={self.manual_at} wall_step={self.wall_step:+g}@{self.wall_step_at}"
+            )
+        if self.feature != "none":
+            lines.append(
+                f"  feature: {self.feature} switchover_at={self.switchover_at} "
+                f"back={self.switchover_back} must_be_done={self.switchover_done} "
+                f"race={self.race_switchover} pdu_lag={self.pdu_lag:.2f} "
+                f"confirm_delay={self.confirm_delay:.2f} "
+                f"drills={[(round(t, 2), p, f) for t, p, f in self.drills]}"
             )
         lines.extend(f"  {d.brief()}" for d in self.deliveries)
         lines.append(f"  end at t={self.end:.2f}; bound hold+{self.bound:g}s")
@@ -239,6 +274,8 @@ def generate(seed: int, index: int) -> Scenario:
     rng = random.Random(f"responder-chaos:{seed}:{index}")
     if is_real(index):
         return _real(rng, seed, index)
+    frng = random.Random(f"responder-chaos-feature:{seed}:{index}")
+    feature = frng.choices(FEATURES, weights=FEATURE_WEIGHTS)[0]
     topology = rng.choices(TOPOLOGIES, weights=(6, 2, 2))[0]
     episode = rng.choices(EPISODES, weights=(6, 2, 1, 1))[0]
     hold = rng.choice(HOLDS)
@@ -254,6 +291,13 @@ def generate(seed: int, index: int) -> Scenario:
     if not sustained:  # nothing to crash into, no failover to race
         responder_choices = ["none", "crash_after_ack", "restart_renamed", "wall_step"]
     responder = rng.choice(responder_choices)
+    if feature.startswith(("switchover", "handoff")) and responder in (
+        "restart_renamed",
+        "concurrent_manual",
+    ):
+        responder = "none"  # the operator's own request is the race here
+    if feature.startswith("handoff") and not pdu and frng.random() < 0.7:
+        pdu = True  # mostly an out-of-band level: a fence without a hand-off
 
     names = ["node-a", "node-b"] + (["node-c"] if topology == "pair3" else [])
     subject = PairPlan(
@@ -363,11 +407,84 @@ def generate(seed: int, index: int) -> Scenario:
             sc.notes.append("troubled pair's primary hangs while the other pair fails over")
 
     _expectations(sc, subject)
+    sc.feature = feature
+    if feature != "none":
+        _feature(frng, sc, subject, fault_at)
     sc.deliveries.sort(key=lambda d: d.t)
     sc.end = max(last, max((d.t for d in sc.deliveries), default=0.0)) + hold + 12.0
     if sc.restart_at is not None:
         sc.end = max(sc.end, sc.restart_at + hold + 12.0)
     return sc
+
+
+def _feature(rng: random.Random, sc: Scenario, subject: PairPlan, fault_at: float) -> None:
+    """Mix a product feature into the scenario (switchover, drill, dry-run pair, hand-off)."""
+    sustained = sc.episode in ("sustained", "flap_then_sustained")
+    seen = min(
+        (d.t for d in sc.deliveries if d.sustained and d.pair == subject.name), default=fault_at
+    )
+    feature = sc.feature
+    if feature == "switchover_race" and not sustained:
+        feature = "switchover_sick"
+    if feature == "switchover_sick" and not sustained:
+        feature = "switchover"
+    sc.feature = feature
+    a0 = subject.slots[0]
+    if feature in ("switchover", "switchover_back"):
+        # before the primary's fault windows (they open 1 s before the first episode)
+        sc.switchover_at = rng.uniform(0.3, max(0.4, fault_at - 1.2))
+        sc.switchover_back = feature == "switchover_back"
+        healthy = (
+            sc.primary_fault != w.FENCE_LIES  # its other faults open after the switchover
+            and sc.standby_fault == "none"
+            and not sc.troubled_hang
+            and sc.responder_fault in ("none", "wall_step")
+        )
+        sc.switchover_done = healthy
+        if subject.expect != "safe":
+            sc.notes.append(f"a switchover moves signing first: {subject.expect} not owed")
+        subject.expect, subject.target = "safe", None
+    elif feature == "switchover_sick":
+        sc.switchover_at = seen + sc.hold * rng.uniform(0.15, 0.6)
+    elif feature == "switchover_race":
+        sc.manual_at, sc.race_switchover = seen + sc.hold, True
+    elif feature == "dry_run_pair":
+        dry = PairPlan(
+            "mainnet-d",
+            ("d0", "d1"),
+            ("d-node-a", "d-node-b"),
+            rng.random() < 0.5,
+            "dry",
+            fault_node="d-node-a",
+            dry_run=True,
+        )
+        sc.pairs.append(dry)
+        t = rng.uniform(1.0, fault_at + sc.hold)
+        fire = AlertSpec(rng.choice(TRIGGERS), "d-node-a", dry.name, "firing", starts_at(t - 60), 1)
+        sc.deliveries.append(Delivery(t, dry.name, (fire,), note="dry-run pair"))
+        kind = rng.choice(PRIMARY_FAULTS)
+        if kind == w.FENCE_LIES:
+            sc.node_faults["d0"] = [w.Fault(w.FENCE_LIES)]
+        elif kind != "none":
+            sc.node_faults["d0"] = [w.Fault(kind, t - 1.0, t + rng.uniform(2.0, 30.0))]
+        sc.notes.append(f"dry-run pair mainnet-d: d-node-a {kind} from t={t - 1.0:.2f}")
+    elif feature.startswith("handoff"):
+        subject.handoff = feature.removeprefix("handoff_")
+        subject.quiet = rng.choice((2, 3, 5))
+        lagging = sc.primary_fault in (w.AGENT_DOWN, w.ERR500, w.HANG) and rng.random() < 0.6
+        if lagging:  # the validator keeps signing after the outlet-off answer
+            sc.pdu_lag = rng.uniform(0.5, 4.0)
+            sc.node_faults.setdefault(a0, []).append(w.Fault(w.PDU_SLOW))
+            sc.notes.append(f"the primary's power goes off {sc.pdu_lag:.2f}s after the switch")
+        sc.confirm_delay = rng.uniform(0.3, 3.0)
+        if subject.expect == "failover":
+            sc.bound += subject.quiet + sc.pdu_lag + sc.confirm_delay + 3.0
+    # drills: a few in a drill scenario, one in every other feature scenario
+    n = rng.randint(2, 5) if feature == "drill" else 1
+    for _ in range(n):
+        plan = rng.choice(sc.pairs)
+        fault = rng.choice((None, plan.names[0], plan.names[1]))
+        sc.drills.append((rng.uniform(0.3, fault_at + sc.hold + 8.0), plan.name, fault))
 
 
 def _episodes(rng: random.Random, sc: Scenario, pair: PairPlan, alertname: str, t: float) -> float:

@@ -39,6 +39,7 @@ UNHEALTHY = "unhealthy"  # status answers healthy=false
 ACTIVATE_500 = "activate_500"  # activation answers 500; keys are not loaded
 ACTIVATE_500_LOADED = "activate_500_loaded"  # activation answers 500, but the keys did load
 ACTIVATE_LATE = "activate_late"  # activation cut; the keys load `late_by` seconds later
+PDU_SLOW = "pdu_slow"  # the power switch answers at once; the power goes off `pdu_lag` s later
 
 NODE_FAULTS = (
     DOWN,
@@ -50,7 +51,11 @@ NODE_FAULTS = (
     ACTIVATE_500,
     ACTIVATE_500_LOADED,
     ACTIVATE_LATE,
+    PDU_SLOW,
 )
+BLOCK_TIME = 1.0  # the chain view of GET /liveness: one height per scenario second
+MUTATING = ("fence", "activate", "pdu")  # requests that change a node (everything else reads)
+DRILL_INCARNATION = 1000  # tokens of incarnation >= this belong to an operator's drills
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Call:
     seq: int
     t: float  # scenario time
     node: str
-    kind: str  # status | fence | activate | pdu
+    kind: str  # status | fence | activate | pdu | liveness (reads the chain) | pdu_state (reads)
     incarnation: int  # which responder incarnation sent it (0: unknown token)
     failover_id: str | None
     reached: bool  # the agent received it (False: host down, agent down, sender dead)
@@ -80,9 +85,17 @@ class Call:
     signing: bool | None = None  # what the answer said about signing (None: no usable answer)
     effect: str | None = None  # fenced | activated | powered_off | scheduled | None
     landed_seq: int | None = None  # for an activation: when its keys loaded
+    healthy: bool | None = None  # what a status answer said about health
+    handoff: Any = None  # fence: the hand-off it answered; activate: the hand-off it carried
+    waived: str | None = None  # activate: the handoff_waived it carried
+    chain: tuple[int, int | None] | None = None  # liveness: (current, last_signed) answered
 
     def brief(self) -> str:
         said = "" if self.signing is None else f" signing={str(self.signing).lower()}"
+        if self.chain is not None:
+            said += f" current={self.chain[0]} last_signed={self.chain[1]}"
+        if self.kind in ("fence", "activate") and self.handoff is not None:
+            said += " +handoff"
         eff = f" -> {self.effect}" if self.effect else ""
         who = f" fo={self.failover_id}" if self.failover_id else ""
         return (
@@ -98,6 +111,8 @@ class Node:
     keys: bool  # validator keys loaded
     faults: list[Fault] = field(default_factory=list)
     late_by: float = 0.5  # ACTIVATE_LATE: seconds until the keys load
+    pdu_lag: float = 0.0  # PDU_SLOW: seconds from the outlet-off answer to the power going off
+    handoff: bool = False  # its fence answers a hand-off (the driver's `handoff: required`)
     powered: bool = True
     signing: bool = False
     intervals_seq: list[list[int | None]] = field(default_factory=list)
@@ -207,6 +222,10 @@ class World:
                     self._pending.remove(item)
                     _, _, name, call = item
                     node = self.nodes[name]
+                    if call.kind == "pdu":  # a slow power switch: the power goes off now
+                        node.powered = False
+                        self._set_signing(node, False, t, cause="pdu")
+                        continue
                     node.keys = True
                     self._set_signing(node, node.would_sign(t), t, cause="landing")
                     call.landed_seq = self.seq
@@ -219,7 +238,11 @@ class World:
         """Who signs now, counting late landings due within `within` seconds (nothing applied)."""
         with self.lock:
             now = self.sync()
-            late = {name for due, _, name, _ in self._pending if due <= now + within}
+            late = {
+                name
+                for due, _, name, c in self._pending
+                if due <= now + within and c.kind == "activate"
+            }
             return {
                 n.name: n.signing or (n.name in late and n.up(now)) for n in self.nodes.values()
             }
@@ -240,11 +263,33 @@ class World:
     def pending_for(self, name: str) -> bool:
         """A late activation of this node has been accepted and has not landed yet."""
         with self.lock:
-            return any(n == name for _, _, n, _ in self._pending)
+            return any(n == name and c.kind == "activate" for _, _, n, c in self._pending)
 
     def has_pending(self) -> bool:
         with self.lock:
-            return bool(self._pending)
+            return any(c.kind == "activate" for *_, c in self._pending)
+
+    # ---- the chain, as a node's agent sees it -------------------------------------------------
+
+    def chain_view(self, pair: str, t: float) -> tuple[int, int | None]:
+        """(current height, last height a validator of `pair` signed at), from the truth:
+        a height h counts as signed when some node of the pair signed during [h, h + 1)."""
+        current = math.floor(t / BLOCK_TIME)
+        last: int | None = None
+        for node in self.nodes.values():
+            if node.pair != pair:
+                continue
+            for s, e in node.intervals_t:
+                if s is None:
+                    continue
+                end = t if e is None else min(e, t)
+                if end < s or (e is not None and e <= s):
+                    continue
+                top = math.floor(end / BLOCK_TIME) if e is None else math.ceil(end / BLOCK_TIME) - 1
+                top = min(top, current)
+                if top >= math.floor(s / BLOCK_TIME):
+                    last = top if last is None else max(last, top)
+        return current, last
 
     # ---- incarnations and crashes ------------------------------------------------------------
 
@@ -293,6 +338,8 @@ class World:
                 return 401 if node is not None else 404, {"error": "no"}
             failover_id = body.get("failover_id") if isinstance(body, dict) else None
             call = Call(self._next_seq(), t, node_name, kind, incarnation, failover_id, True, "ok")
+            if kind == "activate" and isinstance(body, dict):
+                call.handoff, call.waived = body.get("handoff"), body.get("handoff_waived")
             self.calls.append(call)
             if incarnation in self.killed:
                 call.reached, call.outcome = False, "sender dead"
@@ -329,10 +376,16 @@ class World:
         """(status, body, seconds to block first); status 0 means drop the connection."""
         kind = call.kind
         if kind == "pdu":
+            if node.faulty(PDU_SLOW, t) and node.pdu_lag > 0:
+                call.effect = "scheduled"
+                self._pending.append((t + node.pdu_lag, call.seq, node.name, call))
+                return 200, {"outlet": "off"}, 0.0
             node.powered = False
             call.effect = "powered_off"
             self._set_signing(node, False, t, cause="pdu")
             return 200, {"outlet": "off"}, 0.0
+        if kind == "pdu_state":  # the power switch's read-only check
+            return 200, {"outlet": "on" if node.powered else "off"}, 0.0
         if not node.reachable(t):
             call.reached, call.outcome = False, "dropped"
             return 0, None, 0.0
@@ -347,14 +400,24 @@ class World:
             return 500, {"error": "agent failed"}, 0.0
         if kind == "status":
             call.signing = node.signing
-            return 200, {"healthy": not node.faulty(UNHEALTHY, t), "signing": node.signing}, 0.0
+            call.healthy = not node.faulty(UNHEALTHY, t)
+            return 200, {"healthy": call.healthy, "signing": node.signing}, 0.0
+        if kind == "liveness":
+            current, last = self.chain_view(node.pair, t)
+            call.chain = (current, last)
+            return 200, {"unit": "height", "current": current, "last_signed": last}, 0.0
         if kind == "fence":
             if node.faulty(FENCE_LIES, t):
                 call.outcome, call.signing = "lie", False
-                return 200, {"signing": False}, 0.0
-            self._apply(node, call, t)
-            call.signing = node.signing
-            return 200, {"signing": node.signing}, 0.0
+                answer: dict[str, Any] = {"signing": False}
+            else:
+                self._apply(node, call, t)
+                call.signing = node.signing
+                answer = {"signing": node.signing}
+            if node.handoff:
+                call.handoff = {"kind": "chaos-sign-state", "from": node.name, "fence": call.seq}
+                answer["handoff"] = call.handoff
+            return 200, answer, 0.0
         # activate
         if node.faulty(ACTIVATE_500, t):
             call.outcome = "500"
@@ -392,6 +455,9 @@ class World:
             return [c.brief() for c in self.calls[-last:]]
 
 
+AGENT_PATHS = ("status", "fence", "activate", "liveness")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: NodeServer
 
@@ -412,10 +478,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if world is None:
                 raise Drop
-            if len(parts) == 3 and parts[0] == "n" and parts[2] in ("status", "fence", "activate"):
+            if len(parts) == 3 and parts[0] == "n" and parts[2] in AGENT_PATHS:
                 status, answer = world.handle(parts[1], parts[2], token, body)
             elif len(parts) == 3 and parts[0] == "pdu" and parts[2] == "off":
                 status, answer = world.handle(parts[1], "pdu", token, body)
+            elif len(parts) == 3 and parts[0] == "pdu" and parts[2] == "state":
+                status, answer = world.handle(parts[1], "pdu_state", token, body)
             else:
                 status, answer = 404, {"error": "unknown path"}
         except Drop:
@@ -453,6 +521,9 @@ class NodeServer(ThreadingHTTPServer):
 
     def pdu_url(self, node: str) -> str:
         return f"{self.url}/pdu/{node}/off"
+
+    def pdu_state_url(self, node: str) -> str:
+        return f"{self.url}/pdu/{node}/state"
 
     def start(self) -> NodeServer:
         self._thread.start()
