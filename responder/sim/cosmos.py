@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -45,16 +44,14 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from .common import METRICS_CONTENT_TYPE, Interval, _is_loopback, _json, _listen, _positive
+from .common import METRICS_CONTENT_TYPE, Interval, _is_loopback, _json, _listen, _positive, serve
 
 FAULTS: tuple[str, ...] = (
     "crash",  # the node process died: RPC hangs then fails, the signer is "failed"
@@ -814,32 +811,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         double_sign_check_height=args.double_sign_check_height,
         hang_seconds=args.hang_seconds,
     )
-    host, port = args.listen
-    server: BaseWSGIServer = make_server(host, port, CosmosSimApp(sim), threaded=True)
-    url_host = f"[{host}]" if ":" in host else host
-    write_atomic(args.home / ADMIN_URL_FILE, f"http://{url_host}:{server.server_port}\n".encode())
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    sim.start_ticker()
-    serving = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sim-http", daemon=True
+    return serve(
+        args.name,
+        CosmosSimApp(sim),
+        args.listen,
+        start=sim.start_ticker,
+        stop=sim.stop,
+        admin_dir=args.home,
     )
-    serving.start()
-    print(f"sim {args.name} (cosmos) listening on {host}:{server.server_port}", flush=True)
-    while not stop.wait(0.1):  # a timed wait so the signal handler gets to run
-        pass
-    sim.stop()
-    server.shutdown()
-    server.server_close()
-    log.info("%s stopped", args.name)
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,20 +27,17 @@ import json
 import logging
 import math
 import re
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from ..eip3076 import InterchangeError, parse_interchange
@@ -53,6 +50,7 @@ from .common import (
     _listen,
     _positive,
     _positive_int,
+    serve,
 )
 
 FAULTS: tuple[str, ...] = (
@@ -1132,30 +1130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signer_url=args.signer_url,
         genesis_time=args.genesis_time,
     )
-    host, port = args.listen
-    server: BaseWSGIServer = make_server(host, port, SimApp(sim), threaded=True)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    sim.start_ticker()
-    serving = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sim-http", daemon=True
-    )
-    serving.start()
-    print(f"sim {args.name} listening on {host}:{server.server_port}", flush=True)
-    while not stop.wait(0.1):  # a timed wait so the signal handler gets to run
-        pass
-    sim.stop()
-    server.shutdown()
-    server.server_close()
-    log.info("%s stopped", args.name)
-    return 0
+    return serve(args.name, SimApp(sim), args.listen, start=sim.start_ticker, stop=sim.stop)
 
 
 if __name__ == "__main__":

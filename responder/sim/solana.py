@@ -33,14 +33,12 @@ Run: python -m responder.sim solana --name node-a --listen 127.0.0.1:0 --ledger 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
-import signal
 import struct
 import sys
 import threading
@@ -48,17 +46,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from ..agent.solana import b58encode, tower_name
-from .common import METRICS_CONTENT_TYPE, _is_loopback, _json, _listen, _positive
+from .common import METRICS_CONTENT_TYPE, _is_loopback, _json, _listen, _positive, serve
 
 FAULTS: tuple[str, ...] = (
     "crash",
@@ -719,35 +715,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"sim: {exc}", file=sys.stderr)
         return 2
-    host, port = args.listen
-    server: BaseWSGIServer = make_server(host, port, SolanaSimApp(sim), threaded=True)
-    admin_file = args.ledger / ADMIN_URL_FILE
-    shown = f"[{host}]" if ":" in host else host
-    _replace(admin_file, f"http://{shown}:{server.server_port}\n".encode())
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    sim.start_ticker()
-    serving = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sim-http", daemon=True
+    return serve(
+        args.name,
+        SolanaSimApp(sim),
+        args.listen,
+        start=sim.start_ticker,
+        stop=sim.stop,
+        admin_dir=args.ledger,
     )
-    serving.start()
-    print(f"sim {args.name} listening on {host}:{server.server_port}", flush=True)
-    while not stop.wait(0.1):  # a timed wait so the signal handler gets to run
-        pass
-    sim.stop()
-    server.shutdown()
-    server.server_close()
-    with contextlib.suppress(OSError):
-        admin_file.unlink()
-    log.info("%s stopped", args.name)
-    return 0
 
 
 if __name__ == "__main__":
