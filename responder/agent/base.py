@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import stat
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 # the most a fence may hand over (a Solana tower is a few KiB, a CometBFT sign state < 1 KiB)
@@ -63,3 +68,32 @@ class Backend(Protocol):
 
 def handoff_size(handoff: Mapping[str, Any]) -> int:
     return len(json.dumps(handoff, separators=(",", ":")).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename over, fsync the directory. The file
+    keeps the old one's mode and (where permitted) owner: the validator or signer that owns
+    it (a tower, a sign state) must still read and write it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    try:
+        with open(tmp, "wb") as f:
+            if old is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -27,24 +27,19 @@ position: the RPC's latest height, and the last of the latest `signatures_lookba
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import stat
-import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import requests
 
 from ..drivers.base import DriverError
 from ..drivers.command import run
-from .base import AgentError, ChainStatus, Position
+from .base import AgentError, ChainStatus, Position, write_atomic
 from .config import CosmosConfig
 
 log = logging.getLogger("responder.agent")
@@ -85,34 +80,6 @@ def hrs_of(state: Mapping[str, Any]) -> HRS:
 
 def _hrs_text(hrs: HRS) -> str:
     return f"{hrs[0]}/{hrs[1]}/{hrs[2]}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory. The file
-    keeps the old one's mode and (where permitted) owner: the signer must still write it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        old = path.stat()
-    except FileNotFoundError:
-        old = None
-    try:
-        with open(tmp, "wb") as f:
-            if old is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
-                with contextlib.suppress(PermissionError):
-                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class CosmosBackend:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ import requests
 
 from ..drivers.base import DriverError
 from ..drivers.command import run
-from .base import HANDOFF_MAX_BYTES, AgentError, ChainStatus, Position
+from .base import HANDOFF_MAX_BYTES, AgentError, ChainStatus, Position, write_atomic
 from .config import SolanaConfig
 
 log = logging.getLogger("responder.agent.solana")
@@ -64,26 +63,6 @@ def keypair_pubkey(path: Path) -> str:
 
 def tower_name(identity: str) -> str:
     return f"tower-1_9-{identity}.bin"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a temp file in the same directory, fsync it, rename it over `path`, fsync the dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class SolanaBackend:
@@ -354,7 +333,7 @@ class SolanaBackend:
             name, data = tower
             path = self.tower_dir / name
             try:
-                write_atomically(path, data)
+                write_atomic(path, data)
             except OSError as exc:
                 raise AgentError(
                     f"cannot write the tower {path} ({exc.strerror or exc}); not activated"
