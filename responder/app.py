@@ -179,7 +179,7 @@ def create_app(
                 log.warning("webhook rejected: %s", exc, extra={"status": 400})
                 return _error(400, f"not an Alertmanager v4 notification: {exc}")
             try:
-                record_id = responder.receive(notification, body.decode("utf-8"))
+                record_id = responder.receive(notification)
             except Exception:
                 metrics.notifications.labels(outcome="error").inc()
                 log.exception("could not record notification; Alertmanager will redeliver")

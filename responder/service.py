@@ -195,7 +195,7 @@ class Responder:
 
     # ---- webhook --------------------------------------------------------------------------
 
-    def receive(self, notification: Notification, raw: str) -> int:
+    def receive(self, notification: Notification) -> int:
         """Durably record one delivery; the background loop acts on it."""
         if notification.truncated_alerts:
             self.metrics.truncated.inc()
@@ -204,7 +204,7 @@ class Responder:
                 "not assumed resolved",
                 notification.truncated_alerts,
             )
-        return self.store.record_notification(self.time.now(), notification, raw)
+        return self.store.record_notification(self.time.now(), notification)
 
     def _route(self, alerts: Iterable[Alert]) -> dict[str, list[tuple[Alert, str]]]:
         """Alerts per pair, each with the node whose `match` labels it carries."""

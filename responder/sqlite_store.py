@@ -17,6 +17,7 @@ a newer responder is refused (SchemaTooNew) rather than used by code that does n
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import msgspec
 
 from .alerts import Alert, Notification
 from .failover import Failover
@@ -156,11 +159,19 @@ def _baseline(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE failovers ADD COLUMN wake_at REAL")
 
 
+def _compact_deliveries(conn: sqlite3.Connection) -> None:
+    """Version 2: a delivery keeps only what the responder acts on (alerts' status,
+    fingerprint, startsAt, labels) in `alerts`, not the whole body beside it (`raw` goes)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(notifications)")}
+    if "raw" in columns:
+        conn.execute("ALTER TABLE notifications DROP COLUMN raw")
+
+
 # The schema versions in order: MIGRATIONS[n - 1] brings a database from version n - 1 to n.
 # SCHEMA above is version 1's shape and stays as it is; a change to the schema is a new
 # function appended here (never an edit of an old one), and every database, new or old, is
 # brought to the last version by the same steps on open.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_baseline,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_baseline, _compact_deliveries)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -254,8 +265,29 @@ def _fault(row: Any) -> PairFault:
     )
 
 
+# A delivery's alerts as stored: [status, fingerprint, startsAt, labels] each, compact JSON.
+_StoredAlerts = list[tuple[Literal["firing", "resolved"], str, str, dict[str, str]]]
+_ALERTS_DECODER = msgspec.json.Decoder(_StoredAlerts)
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_alerts(alerts: Collection[Alert]) -> str:
+    rows = [(a.status, a.fingerprint, a.starts_at, a.labels) for a in alerts]
+    return _ENCODER.encode(rows).decode("utf-8")
+
+
+def decode_alerts(text: str) -> tuple[Alert, ...]:
+    """Both forms: compact rows, and the objects of databases from before version 2."""
+    if text.startswith("[["):
+        return tuple(
+            Alert(status, labels, starts, fingerprint)
+            for status, fingerprint, starts, labels in _ALERTS_DECODER.decode(text)
+        )
+    return tuple(Alert.from_json(a) for a in json.loads(text))
+
+
 def _notification(row: Any) -> StoredNotification:
-    alerts = tuple(Alert.from_json(a) for a in json.loads(row[6]))
+    alerts = decode_alerts(row[6])
     note = Notification(
         receiver=row[2],
         status=row[4],
@@ -413,6 +445,56 @@ class _Txn:
         )
 
 
+class _Entry:
+    __slots__ = ("done", "error", "result", "row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.done = False
+        self.result = 0
+        self.error: BaseException | None = None
+
+
+class _DeliveryBatch:
+    """Group commit without a thread of its own: the first caller to find no commit under
+    way writes everything queued so far in one transaction; the others wait for theirs."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Entry] = []
+        self._writing = False
+
+    def submit(
+        self, row: tuple[Any, ...], write: Callable[[list[tuple[Any, ...]]], list[int]]
+    ) -> int:
+        entry = _Entry(row)
+        with self._cond:
+            self._queue.append(entry)
+            while self._writing and not entry.done:
+                self._cond.wait()
+            lead = not entry.done  # nobody is writing and ours is still queued
+            if lead:
+                batch, self._queue, self._writing = self._queue, [], True
+        if lead:
+            try:
+                ids = write([e.row for e in batch])
+            except BaseException as exc:
+                for e in batch:
+                    e.error = exc
+            else:
+                for e, record_id in zip(batch, ids, strict=True):
+                    e.result = record_id
+            finally:
+                with self._cond:
+                    for e in batch:
+                        e.done = True
+                    self._writing = False
+                    self._cond.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
+
+
 class SqliteStore:
     """A Store in one SQLite file; safe for threads and for forked worker processes."""
 
@@ -429,6 +511,14 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
+        # Writers queue instead of polling: a thread takes `_writer`, then the process takes an
+        # flock on the lock file, and only then SQLite's write lock, which is therefore free.
+        # SQLite's own busy handler sleeps 1, 2, 5 ... 100 ms between tries, far past the
+        # fraction of a millisecond a write holds it; the kernel wakes a waiter at release.
+        self._writer = threading.RLock()
+        self.lockfile = self.path.with_name(f".{self.path.name}.lock")
+        self._lock_fd: tuple[int, int] | None = None  # (pid, fd): one per process
+        self._batch = _DeliveryBatch()
         self._identity: tuple[int, int] | None = None
         # the marker is looked at before the database: a concurrent first start writes it only
         # after the database exists, so "marker, no database" always means a lost database
@@ -515,42 +605,74 @@ class SqliteStore:
             self._local.pid = pid
         return conn
 
+    def _flock_fd(self) -> int:
+        pid = os.getpid()
+        if self._lock_fd is None or self._lock_fd[0] != pid:  # a forked child opens its own
+            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_fd = (pid, fd)
+        return self._lock_fd[1]
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The right to write, in this thread, against every thread and process of this
+        store. Re-entrant in one thread (the inner BEGIN then fails as before)."""
+        with self._writer:
+            depth = getattr(self._local, "depth", 0)
+            fd = self._flock_fd() if depth == 0 else -1
+            if depth == 0:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._local.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.depth = depth
+                if depth == 0:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
     @contextmanager
     def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         self.check_file()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._exclusive():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:
         with self._write(self._conn()) as conn:
             yield _Txn(conn)
 
-    def record_notification(self, received_at: float, notification: Notification, raw: str) -> int:
+    def record_notification(self, received_at: float, notification: Notification) -> int:
+        """Group commit: deliveries arriving while one commit is under way are written
+        together in the next, each caller answered only once its own commit is durable."""
+        row = (
+            received_at,
+            notification.receiver,
+            notification.group_key,
+            notification.status,
+            notification.truncated_alerts,
+            encode_alerts(notification.alerts),
+        )
+        return self._batch.submit(row, self._insert_deliveries)
+
+    def _insert_deliveries(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        ids = []
         with self._write(self._conn()) as conn:
-            cur = conn.execute(
-                "INSERT INTO notifications(received_at, receiver, group_key, status, truncated, "
-                "alerts, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    received_at,
-                    notification.receiver,
-                    notification.group_key,
-                    notification.status,
-                    notification.truncated_alerts,
-                    json.dumps([a.to_json() for a in notification.alerts]),
-                    raw,
-                ),
-            )
-            assert cur.lastrowid is not None
-            record_id = cur.lastrowid
+            for row in rows:
+                cur = conn.execute(
+                    "INSERT INTO notifications(received_at, receiver, group_key, status, "
+                    "truncated, alerts) VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
         self.check_file()  # committed, but to the file that is still there? else no 2xx
-        return record_id
+        return ids
 
     def pending_notifications(self) -> int:
         self.check_file()
@@ -869,6 +991,9 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._lock_fd is not None and self._lock_fd[0] == os.getpid():
+            os.close(self._lock_fd[1])
+            self._lock_fd = None
 
 
 def inspect_states(path: Path) -> tuple[dict[str, PairState], dict[str, tuple[str | None, str]]]:

@@ -193,8 +193,9 @@ class Store(Protocol):
         """Serialised against every other transaction on the same store; rolls back on error."""
         ...
 
-    def record_notification(self, received_at: float, notification: Notification, raw: str) -> int:
-        """Durably store one delivery; returns once it survives a crash."""
+    def record_notification(self, received_at: float, notification: Notification) -> int:
+        """Durably store one delivery (what the responder acts on, not the whole body);
+        returns once it survives a crash."""
         ...
 
     def pending_notifications(self) -> int:

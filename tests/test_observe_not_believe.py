@@ -283,7 +283,7 @@ def test_poison_starts_at_is_refused_and_a_healthy_pair_still_fails_over_on_time
     assert h.store.pending_notifications() == 0
 
     # as a database written before the door checked it would hold it
-    h.store.record_notification(clock.now(), _notification_obj(bad), "{}")
+    h.store.record_notification(clock.now(), _notification_obj(bad))
     h.post_alert(notification(alert(node="b-node-a", pair="mainnet-b")))
     h.responder.step()
     clock.advance(20.5)

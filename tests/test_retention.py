@@ -167,7 +167,7 @@ def _note(fingerprint: str) -> Notification:
 
 
 def _record(store: SqliteStore, at: float, fingerprint: str) -> int:
-    return store.record_notification(at, _note(fingerprint), "{}")
+    return store.record_notification(at, _note(fingerprint))
 
 
 def _exists(store: SqliteStore, notification_id: int) -> bool:

@@ -179,3 +179,46 @@ def test_failed_migration_leaves_the_old_database_as_it_was(
     finally:
         conn.close()
     assert "half_done" not in tables
+
+
+def test_version_1_deliveries_keep_working_after_the_raw_body_is_dropped(tmp_path: Path) -> None:
+    """A version-1 file (each delivery's whole body beside its alerts as objects) migrates to
+    version 2: `raw` is gone, and its unprocessed delivery is still taken with its alerts."""
+    path = tmp_path / "responder.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": "ValidatorClientDown", "node": "node-a"},
+            "startsAt": "2026-11-25T18:28:07Z",
+            "fingerprint": "fp-1",
+        }
+    ]
+    conn.execute(
+        "INSERT INTO notifications(received_at, receiver, group_key, status, truncated, alerts, "
+        "raw) VALUES (?, 'responder', 'g', 'firing', 0, ?, '{}')",
+        (T0, json.dumps(alerts)),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    with store.transaction() as txn:
+        taken = txn.take_notifications(10)
+    store.close()
+    assert user_version(path) == SCHEMA_VERSION >= 2
+    conn = sqlite3.connect(path)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(notifications)")}
+    finally:
+        conn.close()
+    assert "raw" not in columns
+    [stored] = taken
+    [alert] = stored.notification.alerts
+    assert (alert.fingerprint, alert.starts_at, alert.status) == (
+        "fp-1",
+        "2026-11-25T18:28:07Z",
+        "firing",
+    )
+    assert dict(alert.labels) == {"alertname": "ValidatorClientDown", "node": "node-a"}

@@ -328,14 +328,27 @@ def test_oversized_integer_or_non_json_constant_is_400(make_harness, caplog, lit
     """Integers over 100 digits (Python refuses 4300 with a ValueError 500) and NaN are a 400."""
     h = make_harness()
     before = _snapshot(h)
-    body = json.dumps(notification(alert()) | {"extra": 0}).replace(
-        '"extra": 0', f'"extra": {literal}'
-    )
+    body = json.dumps(notification(alert(), truncated=12345)).replace("12345", literal)
     resp = _post_raw(h, body.encode())
     assert resp.status_code == 400
     assert "integer" in resp.json["error"] or "not a JSON value" in resp.json["error"]
     assert _snapshot(h) == before
     assert _no_traceback(caplog)
+
+
+@pytest.mark.parametrize(
+    "value", ["9" * 5000, "[" * 40 + "]" * 40, "1e999"], ids=["5000-digits", "deep", "huge"]
+)
+def test_fields_the_responder_ignores_are_skipped_unread(make_harness, value) -> None:
+    """A field the responder does not use is skipped without being built: a 5,000-digit
+    number or 40 levels of nesting there cannot hurt, so the delivery is recorded."""
+    h = make_harness()
+    body = json.dumps(notification(alert()) | {"extra": 0}).replace(
+        '"extra": 0', f'"extra": {value}'
+    )
+    resp = _post_raw(h, body.encode())
+    assert resp.status_code == 200, resp.json
+    assert h.store.pending_notifications() == 1
 
 
 def test_non_ascii_digits_in_timestamp_are_400(make_harness) -> None:
