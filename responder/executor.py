@@ -1,5 +1,11 @@
 """Carries out one failover, journaling each step before and after it runs.
 
+Journal writes are made durable in one transaction right before the next call that changes a
+node (and before any wait, and when the run ends): what a step did and what the next one is
+about to do land together, each before the call they describe. Reads of nodes in between
+need no commit of their own: a crash there loses only what can be read again. A lost lease
+is found at that same commit, so no node is changed after it.
+
 Order is the safety property: the target is probed, the source is fenced (levels in order
 until one confirms and an independent read verifies it), every other node of the pair is probed
 silent, and only then is the target activated. A call that failed may still land: the node is
@@ -10,6 +16,7 @@ every read-only probe runs and every mutating call is recorded as "would call" i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -25,7 +32,7 @@ from .observation import NodeObservation
 from .policy import Event, FailoverEnded, NodeFenced, NodeInDoubt, decide, reconcile
 from .readiness import check_json, guarded
 from .state import PairState
-from .store import EventRecord, Store
+from .store import EventRecord, Store, StoreTxn
 
 log = logging.getLogger("responder.executor")
 
@@ -64,15 +71,40 @@ class Executor:
         self.clock = clock
         self.owner = owner
         self.time = timebase or Timebase(clock, store.clock_anchor)
+        self._local = threading.local()  # each failover thread's writes not yet committed
 
     # ---- journal --------------------------------------------------------------------------
+
+    def _write(self, op: Callable[[StoreTxn], object]) -> None:
+        """A write of this run: queued until the next flush while a run is under way, else
+        committed at once."""
+        pending: list[Callable[[StoreTxn], object]] | None = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append(op)
+            return
+        with self.store.transaction() as txn:
+            op(txn)
+
+    def _flush(self) -> None:
+        """Commit every queued write in one transaction (in order); before a node is changed."""
+        pending: list[Callable[[StoreTxn], object]] | None = getattr(self._local, "pending", None)
+        if not pending:
+            return
+        ops = list(pending)
+        pending.clear()
+        with self.store.transaction() as txn:
+            for op in ops:
+                op(txn)
 
     def _journal(self, f: Failover, phase: str, detail: Mapping[str, Any]) -> None:
         """Append to the journal, proving in the same transaction that we still own f."""
         now = self.clock.now()
-        with self.store.transaction() as txn:
+
+        def op(txn: StoreTxn) -> None:
             txn.update_failover(f, self.owner)
             txn.append_journal(f.id, now, f.step.value, phase, detail)
+
+        self._write(op)
 
     def _advance(
         self,
@@ -101,8 +133,10 @@ class Executor:
             wake_at=wake_at,
         )
         pair = self.config.pair(f.pair)
-        reason = outcome_reason or detail.get("reason") or f"failover {f.id}: {step.value}"
-        with self.store.transaction() as txn:
+        fallback = outcome_reason or detail.get("reason") or f"failover {f.id}: {step.value}"
+
+        def op(txn: StoreTxn) -> None:
+            reason = fallback
             txn.update_failover(new, self.owner)
             txn.append_journal(f.id, now, step.value, "begin", detail)
             if pair_event is not None:
@@ -120,11 +154,13 @@ class Executor:
                     data=dict(detail),
                 )
             )
-        log.info(
-            "failover step %s",
-            step.value,
-            extra={"pair": f.pair, "failover_id": f.id, "reason": reason},
-        )
+            log.info(
+                "failover step %s",
+                step.value,
+                extra={"pair": f.pair, "failover_id": f.id, "reason": reason},
+            )
+
+        self._write(op)
         return new
 
     def _would_call(
@@ -132,7 +168,8 @@ class Executor:
     ) -> None:
         now = self.clock.now()
         data = {"node": node, "action": what, "request": dict(plan.request), "when": when}
-        with self.store.transaction() as txn:
+
+        def op(txn: StoreTxn) -> None:
             txn.update_failover(f, self.owner)
             txn.append_journal(f.id, now, f.step.value, "would_call", data)
             txn.add_event(
@@ -147,6 +184,8 @@ class Executor:
                     data=data,
                 )
             )
+
+        self._write(op)
 
     def _check(self, f: Failover, check: Check) -> Check:
         """Journal a read-only check made in dry-run (what a real failover would meet)."""
@@ -164,6 +203,21 @@ class Executor:
         A failover left waiting (step `awaiting`) is released, to be claimed again at its
         `wake_at` or when an operator confirms it.
         """
+        self._local.pending = []
+        try:
+            result = self._run(f)
+            self._flush()
+            return result
+        except BaseException:
+            try:
+                self._flush()  # what happened before the raise is still worth keeping
+            except Exception:
+                log.exception("could not journal the steps before an error", extra={"pair": f.pair})
+            raise
+        finally:
+            self._local.pending = None
+
+    def _run(self, f: Failover) -> Failover:
         resumed = f.step not in (Step.PLANNED, Step.AWAITING)
         if resumed:
             self._journal(f, "note", {"resumed_by": self.owner, "from_step": f.step.value})
@@ -186,6 +240,7 @@ class Executor:
         if f.step is Step.AWAITING:
             f = self._check_gate(f)
             if f.step is Step.AWAITING:
+                self._flush()
                 self.store.release_lease(f.id, self.owner)
                 return f
             resumed = False
@@ -201,7 +256,7 @@ class Executor:
 
     def _abort_requested(self, f: Failover) -> str | None:
         """An operator's abort request for this failover, read from the pair's state."""
-        state = next((s for s in self.store.list_pairs() if s.pair == f.pair), None)
+        state = self.store.get_pair(f.pair)
         request = state.abort_requested if state is not None else None
         if request is not None and request.startswith(f"{f.id} by "):
             return request
@@ -387,11 +442,13 @@ class Executor:
         note: str,
     ) -> None:
         new = replace(f, data=dict(data), wake_at=wake_at, updated_at=self.clock.now())
-        with self.store.transaction() as txn:
+        now = self.clock.now()
+
+        def op(txn: StoreTxn) -> None:
             txn.update_failover(new, self.owner)
-            txn.append_journal(
-                f.id, self.clock.now(), f.step.value, "note", {**detail, "note": note}
-            )
+            txn.append_journal(f.id, now, f.step.value, "note", {**detail, "note": note})
+
+        self._write(op)
 
     def _timed(self, step: str, started: float) -> None:
         self.metrics.step_seconds.labels(step=step).observe(time.perf_counter() - started)
@@ -462,6 +519,9 @@ class Executor:
                 status.detail[:500],
                 chain=status.chain,
             )
+        if getattr(self._local, "pending", None) is not None:  # within a run: with its writes
+            self._write(lambda txn: txn.save_observation(obs))
+            return obs
         try:
             return self.store.save_observation(obs)
         except Exception:  # the probe itself is what matters here; the record is best effort
@@ -502,6 +562,7 @@ class Executor:
                 quiet_since = None
                 last = obs.says
                 if obs.signing is True and refence is not None:
+                    self._flush()
                     try:
                         _guard(refence)
                         self._journal(f, "note", {"settle": node, "refenced": True})
@@ -514,6 +575,7 @@ class Executor:
                 )
                 self._journal(f, "note", {"settle": node, "verified": False, "note": note})
                 return False, note
+            self._flush()
             self.clock.sleep(interval)
 
     def _verify_fence(
@@ -607,6 +669,7 @@ class Executor:
         for index, (name, fence, _plan) in enumerate(levels):
             label = f"{index}:{name.split(':')[0]}"
             self._journal(f, "begin", {"level": index, "method": name})
+            self._flush()
             started = time.perf_counter()
             try:
                 result = _guard(lambda fence=fence: fence(src_ctx))  # type: ignore[misc]
@@ -830,6 +893,7 @@ class Executor:
                     f"no safe moment before the switchover's deadline ({note}); nothing was changed",
                 )
             self._journal(f, "note", {"safe_moment": False, "note": note})
+            self._flush()
             self.clock.sleep(max(0.0, wake - now))
 
     def _activate(self, f: Failover, ctx: ActionContext, *, resumed: bool) -> Failover:
@@ -866,6 +930,7 @@ class Executor:
         # from here on the target may start signing at any moment: say so until verified
         self._pair_event(f, NodeInDoubt(f.id, f.target, "its activation is in progress"))
         self._journal(f, "begin", {"activate": f.target})
+        self._flush()
         started = time.perf_counter()
         try:
             result = _guard(lambda: handle.driver.activate(ctx))
@@ -903,6 +968,7 @@ class Executor:
 
     def _failed_before(self, f: Failover) -> str | None:
         """Why the journal says this failover's activation already failed, if it does."""
+        self._flush()
         for entry in self.store.journal(f.id):
             detail = entry.detail
             if detail.get("activate") == f.target and detail.get("confirmed") is False:
@@ -915,7 +981,8 @@ class Executor:
         """Tell the policy something mid-step (the record changes at once), journaled."""
         now, rt = self.clock.now(), self.time.now()
         pair = self.config.pair(f.pair)
-        with self.store.transaction() as txn:
+
+        def op(txn: StoreTxn) -> None:
             txn.update_failover(f, self.owner)
             state = txn.load_pair(f.pair) or PairState.initial(pair, rt)
             decision = decide(reconcile(state, pair), event, rt, pair)
@@ -931,6 +998,8 @@ class Executor:
                 )
             )
 
+        self._write(op)
+
     def _failed_activation(
         self, f: Failover, ctx: ActionContext, handle: NodeHandle, exc: DriverError
     ) -> Failover:
@@ -943,6 +1012,7 @@ class Executor:
         self._pair_event(
             f, NodeInDoubt(f.id, f.target, f"its activation failed ({exc}) and may still land")
         )
+        self._flush()
         try:
             _guard(lambda: handle.driver.fence(ctx))
             self._journal(f, "note", {"fence_back": f.target, "claimed": True})

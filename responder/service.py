@@ -7,7 +7,7 @@ Nothing here sleeps; time comes from the injected clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -75,6 +75,40 @@ def _event_kind(decision: Decision) -> str:
     return f"decision:{decision.state.phase.value}"
 
 
+_ABSENT = object()  # stands for a missing label: equal to no match value
+
+
+class _RouteIndex:
+    """Which node of which pair an alert belongs to, by lookup rather than by trying every
+    node: nodes are grouped by the names of their `match` labels, and an alert's values for
+    those names are one dict key. Same answer as trying each pair in order and, within a
+    pair, its first node whose labels all match."""
+
+    def __init__(self, config: Config) -> None:
+        self._by_keys: dict[tuple[str, ...], dict[tuple[object, ...], list[tuple[int, int]]]] = {}
+        self._names: list[tuple[str, list[str]]] = []
+        for p_index, pair in enumerate(config.pairs):
+            self._names.append((pair.name, [n.name for n in pair.nodes]))
+            for n_index, node in enumerate(pair.nodes):
+                keys = tuple(sorted(node.match))
+                values = tuple(node.match[k] for k in keys)
+                self._by_keys.setdefault(keys, {}).setdefault(values, []).append((p_index, n_index))
+
+    def route(self, labels: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(pair, node) for every pair the alert belongs to, in config order."""
+        best: dict[int, int] = {}
+        for keys, table in self._by_keys.items():
+            values = tuple(labels.get(k, _ABSENT) for k in keys)
+            for p_index, n_index in table.get(values, ()):
+                if n_index < best.get(p_index, n_index + 1):
+                    best[p_index] = n_index
+        out = []
+        for p_index in sorted(best):
+            pair, nodes = self._names[p_index]
+            out.append((pair, nodes[best[p_index]]))
+        return out
+
+
 class Responder:
     def __init__(
         self,
@@ -97,6 +131,7 @@ class Responder:
             config, store, nodes, metrics, clock, owner=owner, timebase=self.time
         )
         self._configured = frozenset(p.name for p in config.pairs)
+        self._routes = _RouteIndex(config)
         self._ensure_pairs()
 
     # ---- state plumbing -------------------------------------------------------------------
@@ -210,11 +245,8 @@ class Responder:
         """Alerts per pair, each with the node whose `match` labels it carries."""
         routed: dict[str, list[tuple[Alert, str]]] = {}
         for alert in alerts:
-            for pair in self.config.pairs:
-                for node in pair.nodes:
-                    if node.matches(alert.labels):
-                        routed.setdefault(pair.name, []).append((alert, node.name))
-                        break
+            for pair, node in self._routes.route(alert.labels):
+                routed.setdefault(pair, []).append((alert, node))
         return routed
 
     def _fault(self, txn: StoreTxn, pair: str, source: str, ref: str, exc: Exception) -> PairFault:
@@ -315,28 +347,34 @@ class Responder:
         return False
 
     def tick(self) -> None:
-        """Act on every configured pair whose deadline has passed, each on its own."""
+        """Act on every configured pair whose deadline has passed, each on its own (in a
+        savepoint of one transaction: a pair that raises is recorded, the others go on).
+
+        A pair removed from the config is left as it was, shown by check-config.
+        """
         now = self.time.now()
-        for state in self.store.list_pairs():
-            if state.deadline is None or now < state.deadline:
-                continue
-            if state.pair not in self._configured:
-                continue  # removed from the config: left as it was, shown by check-config
-            if self._blocked_by_fault(state.pair, "deadline", now):
-                continue
-            pair = self.config.pair(state.pair)
-            with self.store.transaction() as txn:
+        due = self.store.due_pairs(now, self._configured)
+        if not due:
+            return
+        blocked = {
+            f.pair
+            for f in self.store.list_faults()
+            if f.source == "deadline" and (f.quarantined or f.next_at > now)
+        }
+        done: list[tuple[str, Decision]] = []
+        with self.store.transaction() as txn:
+            for state in due:
+                if state.pair in blocked:
+                    continue
+                pair = self.config.pair(state.pair)
                 decision = self._apply_guarded(txn, pair, Tick(), "deadline", "")
-            if decision is not None:
-                self._after(pair.name, decision)
+                if decision is not None:
+                    done.append((pair.name, decision))
+        for name, decision in done:
+            self._after(name, decision)
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            s.deadline
-            for s in self.store.list_pairs()
-            if s.deadline is not None and s.pair in self._configured
-        ]
-        return min(deadlines) if deadlines else None
+        return self.store.next_deadline(self._configured)
 
     # ---- observation ----------------------------------------------------------------------
 
@@ -348,8 +386,7 @@ class Responder:
     def observe_pair(self, pair_name: str) -> Decision | None:
         """Probe every node of a pair (read-only) and judge what they say against the record."""
         pair = self.config.pair(pair_name)
-        states = {s.pair: s for s in self.store.list_pairs()}
-        basis = states.get(pair_name)
+        basis = self.store.get_pair(pair_name)
         observations = tuple(self.executor.observe(pair_name, n.name) for n in pair.nodes)
         self.metrics.observations.labels(pair=pair_name).inc()
         settle = self._settle_times(pair)
@@ -378,6 +415,14 @@ class Responder:
         """Take the lease of one runnable failover (new, or abandoned by a dead owner)."""
         return self.store.claim_failover(
             self.owner, self.time.now(), self.config.failover_lease, pairs=self._configured
+        )
+
+    def claim_failovers(self, limit: int) -> list[Failover]:
+        """Take the leases of up to `limit` runnable failovers in one transaction."""
+        if limit <= 0:
+            return []
+        return self.store.claim_failovers(
+            self.owner, self.time.now(), self.config.failover_lease, self._configured, limit
         )
 
     def execute(self, failover: Failover) -> Failover:
@@ -490,7 +535,7 @@ class Responder:
         the activation; a failover waiting in `awaiting` is ended here and now.
         """
         outcome = self._operator(pair_name, Abort(by), "operator:abort")
-        state = next((s for s in self.store.list_pairs() if s.pair == pair_name), None)
+        state = self.store.get_pair(pair_name)
         if state is None or state.failover_id is None:
             return outcome
         current = self.store.get_failover(state.failover_id)
@@ -531,7 +576,7 @@ class Responder:
             self.config.pair(pair_name)
         except KeyError:
             raise Rejected(f"unknown pair {pair_name!r}") from None
-        state = next((s for s in self.store.list_pairs() if s.pair == pair_name), None)
+        state = self.store.get_pair(pair_name)
         if state is None or state.phase is not Phase.FAILING_OVER or state.failover_id is None:
             raise Rejected("no failover in flight; nothing to confirm")
         current = self.store.get_failover(state.failover_id)
@@ -611,7 +656,7 @@ class Responder:
         return self.store.claim_schedule(f"drill:{pair}", self.time.now(), every)
 
     def _state(self, pair: PairConfig) -> PairState:
-        found = next((s for s in self.store.list_pairs() if s.pair == pair.name), None)
+        found = self.store.get_pair(pair.name)
         return reconcile(found, pair) if found else PairState.initial(pair, self.time.now())
 
     def check_readiness(self, pair_name: str) -> Readiness:

@@ -167,11 +167,28 @@ def _compact_deliveries(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE notifications DROP COLUMN raw")
 
 
+def _pair_deadlines(conn: sqlite3.Connection) -> None:
+    """Version 3: each pair's deadline in a column of its own, so the loop finds the due
+    pairs with one indexed query instead of decoding every pair's state."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(pairs)")}
+    if "deadline" not in columns:
+        conn.execute("ALTER TABLE pairs ADD COLUMN deadline REAL")
+    conn.execute(
+        "UPDATE pairs SET deadline = CASE WHEN json_valid(state) "
+        "THEN json_extract(state, '$.deadline') END"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS pairs_deadline ON pairs(deadline)")
+
+
 # The schema versions in order: MIGRATIONS[n - 1] brings a database from version n - 1 to n.
 # SCHEMA above is version 1's shape and stays as it is; a change to the schema is a new
 # function appended here (never an edit of an old one), and every database, new or old, is
 # brought to the last version by the same steps on open.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_baseline, _compact_deliveries)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _baseline,
+    _compact_deliveries,
+    _pair_deadlines,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -319,6 +336,23 @@ class _Txn:
         row = self._c.execute("SELECT state FROM pairs WHERE pair = ?", (pair,)).fetchone()
         return _decode_state(row[0]) if row else None
 
+    def save_observation(self, obs: NodeObservation) -> NodeObservation:
+        row = self._c.execute(
+            "SELECT doc FROM observations WHERE pair = ? AND node = ?", (obs.pair, obs.node)
+        ).fetchone()
+        quiet_since = None
+        if obs.signing is False:
+            before = NodeObservation.from_json(json.loads(row[0])) if row else None
+            quiet_since = obs.at
+            if before is not None and before.signing is False and before.quiet_since:
+                quiet_since = min(obs.at, before.quiet_since)
+        stored = replace(obs, quiet_since=quiet_since)
+        self._c.execute(
+            "INSERT OR REPLACE INTO observations(pair, node, doc) VALUES (?, ?, ?)",
+            (obs.pair, obs.node, json.dumps(stored.to_json())),
+        )
+        return stored
+
     def load_notification(self, notification_id: int) -> StoredNotification | None:
         row = self._c.execute(
             "SELECT id, received_at, receiver, group_key, status, truncated, alerts "
@@ -361,9 +395,9 @@ class _Txn:
 
     def save_pair(self, state: PairState) -> None:
         self._c.execute(
-            "INSERT INTO pairs(pair, state) VALUES (?, ?) "
-            "ON CONFLICT(pair) DO UPDATE SET state = excluded.state",
-            (state.pair, json.dumps(state.to_json())),
+            "INSERT INTO pairs(pair, state, deadline) VALUES (?, ?, ?) "
+            "ON CONFLICT(pair) DO UPDATE SET state = excluded.state, deadline = excluded.deadline",
+            (state.pair, json.dumps(state.to_json()), state.deadline),
         )
 
     def add_event(self, event: EventRecord) -> None:
@@ -692,6 +726,46 @@ class SqliteStore:
         rows = self._conn().execute("SELECT pair, state FROM pairs ORDER BY pair").fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def get_pair(self, pair: str) -> PairState | None:
+        row = self._conn().execute("SELECT state FROM pairs WHERE pair = ?", (pair,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _decode_state(row[0])
+        except StateUnreadable:
+            return None
+
+    def due_pairs(self, now: float, pairs: Collection[str]) -> list[PairState]:
+        wanted = set(pairs)
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT pair, state FROM pairs WHERE deadline IS NOT NULL AND deadline <= ? "
+                "ORDER BY deadline",
+                (now,),
+            )
+            .fetchall()
+        )
+        states = []
+        for pair, raw in rows:
+            if pair not in wanted:
+                continue
+            try:
+                states.append(_decode_state(raw))
+            except StateUnreadable:
+                continue
+        return states
+
+    def next_deadline(self, pairs: Collection[str]) -> float | None:
+        wanted = set(pairs)
+        rows = self._conn().execute(
+            "SELECT pair, deadline FROM pairs WHERE deadline IS NOT NULL ORDER BY deadline"
+        )
+        for pair, deadline in rows:
+            if pair in wanted:
+                return float(deadline)
+        return None
+
     def list_pairs(self) -> list[PairState]:
         states = []
         for _pair, raw in self._pair_rows():
@@ -727,21 +801,7 @@ class SqliteStore:
 
     def save_observation(self, obs: NodeObservation) -> NodeObservation:
         with self._write(self._conn()) as conn:
-            row = conn.execute(
-                "SELECT doc FROM observations WHERE pair = ? AND node = ?", (obs.pair, obs.node)
-            ).fetchone()
-            quiet_since = None
-            if obs.signing is False:
-                before = NodeObservation.from_json(json.loads(row[0])) if row else None
-                quiet_since = obs.at
-                if before is not None and before.signing is False and before.quiet_since:
-                    quiet_since = min(obs.at, before.quiet_since)
-            stored = replace(obs, quiet_since=quiet_since)
-            conn.execute(
-                "INSERT OR REPLACE INTO observations(pair, node, doc) VALUES (?, ?, ?)",
-                (obs.pair, obs.node, json.dumps(stored.to_json())),
-            )
-            return stored
+            return _Txn(conn).save_observation(obs)
 
     def observations(self, pair: str) -> dict[str, NodeObservation]:
         rows = (
@@ -875,6 +935,44 @@ class SqliteStore:
                 (owner, now + lease, row[0]),
             )
             return Failover.from_json(json.loads(row[1]))
+
+    def claim_failovers(
+        self, owner: str, now: float, lease: float, pairs: Collection[str], limit: int
+    ) -> list[Failover]:
+        wanted = set(pairs)
+        claimed: list[Failover] = []
+        with self._write(self._conn()) as conn:
+            rows = conn.execute(
+                # the literal list lets SQLite use the partial index of unfinished failovers
+                "SELECT id, pair, doc FROM failovers INDEXED BY one_failover_in_flight "
+                "WHERE step NOT IN ('done', 'aborted', 'failed') "
+                "AND (owner IS NULL OR lease_until < ?) AND (wake_at IS NULL OR wake_at <= ?) "
+                "ORDER BY created_at",
+                (now, now),
+            ).fetchall()
+            for fid, pair, doc in rows:
+                if pair not in wanted:
+                    continue
+                conn.execute(
+                    "UPDATE failovers SET owner = ?, lease_until = ? WHERE id = ?",
+                    (owner, now + lease, fid),
+                )
+                claimed.append(Failover.from_json(json.loads(doc)))
+                if len(claimed) >= limit:
+                    break
+        return claimed
+
+    def renew_leases(self, failover_ids: Collection[str], owner: str, until: float) -> set[str]:
+        held = set()
+        with self._write(self._conn()) as conn:
+            for fid in failover_ids:
+                cur = conn.execute(
+                    "UPDATE failovers SET lease_until = ? WHERE id = ? AND owner = ?",
+                    (until, fid, owner),
+                )
+                if cur.rowcount == 1:
+                    held.add(fid)
+        return held
 
     def renew_lease(self, failover_id: str, owner: str, until: float) -> bool:
         with self._write(self._conn()) as conn:

@@ -165,6 +165,10 @@ class StoreTxn(Protocol):
 
     def load_pair(self, pair: str) -> PairState | None: ...
 
+    def save_observation(self, obs: NodeObservation) -> NodeObservation:
+        """As Store.save_observation, inside this transaction."""
+        ...
+
     def save_pair(self, state: PairState) -> None: ...
 
     def add_event(self, event: EventRecord) -> None: ...
@@ -208,6 +212,18 @@ class Store(Protocol):
 
     def list_pairs(self) -> list[PairState]:
         """Every readable pair state; unreadable ones are in `unreadable_pairs`."""
+        ...
+
+    def get_pair(self, pair: str) -> PairState | None:
+        """One pair's committed state; None when absent or unreadable."""
+        ...
+
+    def due_pairs(self, now: float, pairs: Collection[str]) -> list[PairState]:
+        """The readable states among `pairs` whose deadline is at or before `now`."""
+        ...
+
+    def next_deadline(self, pairs: Collection[str]) -> float | None:
+        """The earliest deadline among `pairs`, or None."""
         ...
 
     def unreadable_pairs(self) -> dict[str, str]:
@@ -269,7 +285,17 @@ class Store(Protocol):
         """
         ...
 
+    def claim_failovers(
+        self, owner: str, now: float, lease: float, pairs: Collection[str], limit: int
+    ) -> list[Failover]:
+        """Up to `limit` due failovers of `pairs`, oldest first, in one transaction."""
+        ...
+
     def renew_lease(self, failover_id: str, owner: str, until: float) -> bool: ...
+
+    def renew_leases(self, failover_ids: Collection[str], owner: str, until: float) -> set[str]:
+        """Renew several leases in one transaction; returns the ids still held."""
+        ...
 
     def release_lease(self, failover_id: str, owner: str) -> None: ...
 
