@@ -94,19 +94,34 @@ class _RouteIndex:
                 values = tuple(node.match[k] for k in keys)
                 self._by_keys.setdefault(keys, {}).setdefault(values, []).append((p_index, n_index))
 
-    def route(self, labels: Mapping[str, str]) -> list[tuple[str, str]]:
-        """(pair, node) for every pair the alert belongs to, in config order."""
+        # the usual config: every node matches on the same label names, so the answer for
+        # each combination of their values is known in advance
+        self._single: dict[tuple[object, ...], list[tuple[str, str]]] | None = None
+        self._single_keys: tuple[str, ...] = ()
+        if len(self._by_keys) == 1:
+            [(self._single_keys, table)] = self._by_keys.items()
+            self._single = {values: self._resolve(hits) for values, hits in table.items()}
+
+    def _resolve(self, hits: Iterable[tuple[int, int]]) -> list[tuple[str, str]]:
         best: dict[int, int] = {}
-        for keys, table in self._by_keys.items():
-            values = tuple(labels.get(k, _ABSENT) for k in keys)
-            for p_index, n_index in table.get(values, ()):
-                if n_index < best.get(p_index, n_index + 1):
-                    best[p_index] = n_index
+        for p_index, n_index in hits:
+            if n_index < best.get(p_index, n_index + 1):
+                best[p_index] = n_index
         out = []
         for p_index in sorted(best):
             pair, nodes = self._names[p_index]
             out.append((pair, nodes[best[p_index]]))
         return out
+
+    def route(self, labels: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(pair, node) for every pair the alert belongs to, in config order."""
+        if self._single is not None:
+            values = tuple(labels.get(k, _ABSENT) for k in self._single_keys)
+            return self._single.get(values, [])
+        hits: list[tuple[int, int]] = []
+        for keys, table in self._by_keys.items():
+            hits.extend(table.get(tuple(labels.get(k, _ABSENT) for k in keys), ()))
+        return self._resolve(hits)
 
 
 class Responder:
@@ -301,6 +316,8 @@ class Responder:
         Each pair's share of a delivery is applied on its own: one that raises is kept for a
         retry with backoff, and the other pairs' shares go on.
         """
+        if self.store.pending_notifications() == 0:
+            return 0  # nothing recorded since: no write transaction
         done: list[tuple[str, Decision]] = []
         with self.store.transaction() as txn:
             taken = txn.take_notifications(batch)
