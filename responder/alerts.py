@@ -254,18 +254,14 @@ def _parse_fast(body: bytes) -> Notification | None:
         model = _FAST.decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeError):
         return None
-    alerts = []
-    for a in model.alerts:
-        if len(a.startsAt) > _LONGEST_TIMESTAMP or not _timestamp_ok(a.startsAt):
-            return None
-        ends = a.endsAt
-        if (
-            ends
-            and ends != GO_ZERO_TIME
-            and (len(ends) > _LONGEST_TIMESTAMP or not _timestamp_ok(ends))
-        ):
-            return None
-        alerts.append(Alert(a.status, a.labels, a.startsAt, a.fingerprint))
+    given = model.alerts
+    stamps = {a.startsAt for a in given} | {a.endsAt for a in given}
+    stamps -= {"", GO_ZERO_TIME}  # endsAt of a firing alert, or absent
+    ok = _timestamp_ok
+    if any(len(t) > _LONGEST_TIMESTAMP or not ok(t) for t in stamps):
+        return None
+    make = tuple.__new__  # a named tuple without its Python-level __new__: 3x faster
+    alerts = [make(Alert, (a.status, a.labels, a.startsAt, a.fingerprint)) for a in given]
     return Notification(
         receiver=model.receiver,
         status=model.status,

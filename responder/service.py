@@ -7,6 +7,7 @@ Nothing here sleeps; time comes from the injected clock.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -78,6 +79,9 @@ def _event_kind(decision: Decision) -> str:
 _ABSENT = object()  # stands for a missing label: equal to no match value
 
 
+RECENT_DELIVERIES = 1024  # deliveries kept parsed for this process's own loop
+
+
 class _RouteIndex:
     """Which node of which pair an alert belongs to, by lookup rather than by trying every
     node: nodes are grouped by the names of their `match` labels, and an alert's values for
@@ -147,6 +151,8 @@ class Responder:
         )
         self._configured = frozenset(p.name for p in config.pairs)
         self._routes = _RouteIndex(config)
+        self._recent: dict[int, Notification] = {}  # recorded here, not yet processed
+        self._recent_lock = threading.Lock()
         self._ensure_pairs()
 
     # ---- state plumbing -------------------------------------------------------------------
@@ -254,7 +260,12 @@ class Responder:
                 "not assumed resolved",
                 notification.truncated_alerts,
             )
-        return self.store.record_notification(self.time.now(), notification)
+        record_id = self.store.record_notification(self.time.now(), notification)
+        with self._recent_lock:  # this process's runner need not decode it again
+            self._recent[record_id] = notification
+            while len(self._recent) > RECENT_DELIVERIES:
+                del self._recent[next(iter(self._recent))]
+        return record_id
 
     def _route(self, alerts: Iterable[Alert]) -> dict[str, list[tuple[Alert, str]]]:
         """Alerts per pair, each with the node whose `match` labels it carries."""
@@ -319,8 +330,10 @@ class Responder:
         if self.store.pending_notifications() == 0:
             return 0  # nothing recorded since: no write transaction
         done: list[tuple[str, Decision]] = []
+        with self._recent_lock:
+            known = dict(self._recent)
         with self.store.transaction() as txn:
-            taken = txn.take_notifications(batch)
+            taken = txn.take_notifications(batch, known)
             for stored in taken:
                 for pair_name, alerts in self._route(stored.notification.alerts).items():
                     pair = self.config.pair(pair_name)
@@ -328,6 +341,9 @@ class Responder:
                     decision = self._apply_guarded(txn, pair, event, "notification", str(stored.id))
                     if decision is not None:
                         done.append((pair_name, decision))
+        with self._recent_lock:
+            for stored in taken:
+                self._recent.pop(stored.id, None)
         for pair_name, decision in done:
             self._after(pair_name, decision)
         return len(taken)

@@ -411,13 +411,21 @@ class _Txn:
             ),
         )
 
-    def take_notifications(self, limit: int) -> list[StoredNotification]:
+    def take_notifications(
+        self, limit: int, known: Mapping[int, Notification] | None = None
+    ) -> list[StoredNotification]:
         rows = self._c.execute(
             "SELECT id, received_at, receiver, group_key, status, truncated, alerts "
             "FROM notifications WHERE processed = 0 ORDER BY id LIMIT ?",
             (limit,),
         ).fetchall()
-        out = [_notification(row) for row in rows]
+        known = known or {}
+        out = [
+            StoredNotification(row[0], row[1], known[row[0]])
+            if row[0] in known
+            else _notification(row)
+            for row in rows
+        ]
         if rows:
             self._c.execute(
                 "UPDATE notifications SET processed = 1 WHERE processed = 0 AND id <= ?",

@@ -173,8 +173,11 @@ class StoreTxn(Protocol):
 
     def add_event(self, event: EventRecord) -> None: ...
 
-    def take_notifications(self, limit: int) -> list[StoredNotification]:
-        """Unprocessed notifications, oldest first, marked processed on commit."""
+    def take_notifications(
+        self, limit: int, known: Mapping[int, Notification] | None = None
+    ) -> list[StoredNotification]:
+        """Unprocessed notifications, oldest first, marked processed on commit. Those in
+        `known` (recorded by this process, by id) are not decoded again."""
         ...
 
     def load_failover(self, failover_id: str) -> Failover | None: ...
