@@ -82,8 +82,7 @@ class Executor:
         if pending is not None:
             pending.append(op)
             return
-        with self.store.transaction() as txn:
-            op(txn)
+        self.store.batched(op)
 
     def _flush(self) -> None:
         """Commit every queued write in one transaction (in order); before a node is changed."""
@@ -92,9 +91,12 @@ class Executor:
             return
         ops = list(pending)
         pending.clear()
-        with self.store.transaction() as txn:
+
+        def run_all(txn: StoreTxn) -> None:
             for op in ops:
                 op(txn)
+
+        self.store.batched(run_all)  # shared with other failovers' commits
 
     def _journal(self, f: Failover, phase: str, detail: Mapping[str, Any]) -> None:
         """Append to the journal, proving in the same transaction that we still own f."""

@@ -27,6 +27,7 @@ log = logging.getLogger("responder.runner")
 # second instead of waiting for 2,000 thread starts. Failovers beyond it stay unclaimed, for
 # another worker or the next free thread.
 MAX_FAILOVER_THREADS = 128
+SPREAD_ABOVE = 30  # read-only rounds: spread the first ones when there are more than this
 
 
 class Runner:
@@ -177,23 +178,34 @@ class Runner:
 
     def _observe_loop(self) -> None:
         """Start every read-only round that is due (probes, preflight, scheduled drills), each
-        in its own thread."""
+        in its own thread. The schedules of every round worth asking about are claimed in one
+        transaction; with many pairs, the first rounds are spread over a few seconds rather
+        than all started in the same instant."""
         jobs = self._jobs()
+        if len(jobs) > SPREAD_ABOVE:
+            start = time.monotonic()
+            for i, (key, interval, _due, _run) in enumerate(jobs):
+                self._look_again[key] = start + min(interval / 2, 5.0) * i / len(jobs)
         while not self._stop.is_set():
-            for key, interval, due_fn, run_fn in jobs:
-                with self._probing_lock:
-                    if key in self._probing:
-                        continue  # the last round is still waiting on a node
-                now = time.monotonic()
-                if self._look_again.get(key, 0.0) > now:
-                    continue  # another process ran it recently: no store write needed yet
+            now = time.monotonic()
+            with self._probing_lock:
+                asking = [
+                    (key, interval, run_fn)
+                    for key, interval, _due, run_fn in jobs
+                    if key not in self._probing  # the last round still waits on a node
+                    and self._look_again.get(key, 0.0) <= now  # else: ran recently
+                ]
+            if asking:
                 try:
-                    due = due_fn()
+                    due = self.responder.claim_rounds([(k, i) for k, i, _ in asking])
                 except Exception:
-                    log.exception("schedule unavailable", extra={"pair": key.split(":")[-1]})
-                    continue
-                self._look_again[key] = now + min(interval / 2, 5.0)
-                if due:
+                    log.exception("schedules unavailable")
+                    due = set()
+                    asking = []
+                for key, interval, run_fn in asking:
+                    self._look_again[key] = now + min(interval / 2, 5.0)
+                    if key not in due:
+                        continue
                     with self._probing_lock:
                         self._probing.add(key)
                     threading.Thread(

@@ -676,6 +676,12 @@ class Responder:
 
     # ---- readiness and drills -------------------------------------------------------------
 
+    def claim_rounds(self, rounds: list[tuple[str, float]]) -> set[str]:
+        """Which of these read-only rounds (schedule key, interval) this process runs now:
+        one transaction for all of them. Keys are the pair (observation), `readiness:PAIR`
+        and `drill:PAIR`, as `observation_due`, `readiness_due` and `drill_due` claim them."""
+        return self.store.claim_schedules(rounds, self.time.now())
+
     def readiness_due(self, pair: str) -> bool:
         """True for one process per pair and `readiness.interval`: that one runs preflight."""
         interval = self.config.pair(pair).readiness.interval

@@ -316,6 +316,10 @@ class _Txn:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._c
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         self._c.execute("SAVEPOINT unit")
@@ -484,28 +488,29 @@ class _Txn:
 
 
 class _Entry:
-    __slots__ = ("done", "error", "result", "row")
+    __slots__ = ("done", "error", "fn", "result")
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        self.row = row
+    def __init__(self, fn: Callable[[_Txn], Any]) -> None:
+        self.fn = fn
         self.done = False
-        self.result = 0
+        self.result: Any = None
         self.error: BaseException | None = None
 
 
-class _DeliveryBatch:
+class _GroupCommit:
     """Group commit without a thread of its own: the first caller to find no commit under
-    way writes everything queued so far in one transaction; the others wait for theirs."""
+    way runs every unit queued so far in one transaction, each in a savepoint of its own (a
+    unit that raises is undone alone, as its own transaction would be), commits once, and
+    answers each caller only then. Writers queued while a commit is under way form the next.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._queue: list[_Entry] = []
         self._writing = False
 
-    def submit(
-        self, row: tuple[Any, ...], write: Callable[[list[tuple[Any, ...]]], list[int]]
-    ) -> int:
-        entry = _Entry(row)
+    def submit(self, fn: Callable[[_Txn], T], commit: Callable[[list[_Entry]], None]) -> T:
+        entry = _Entry(fn)
         with self._cond:
             self._queue.append(entry)
             while self._writing and not entry.done:
@@ -515,13 +520,12 @@ class _DeliveryBatch:
                 batch, self._queue, self._writing = self._queue, [], True
         if lead:
             try:
-                ids = write([e.row for e in batch])
+                commit(batch)
             except BaseException as exc:
                 for e in batch:
-                    e.error = exc
-            else:
-                for e, record_id in zip(batch, ids, strict=True):
-                    e.result = record_id
+                    if e.error is None:
+                        e.error = exc
+                        e.result = None
             finally:
                 with self._cond:
                     for e in batch:
@@ -530,7 +534,8 @@ class _DeliveryBatch:
                     self._cond.notify_all()
         if entry.error is not None:
             raise entry.error
-        return entry.result
+        result: T = entry.result
+        return result
 
 
 class SqliteStore:
@@ -556,7 +561,7 @@ class SqliteStore:
         self._writer = threading.RLock()
         self.lockfile = self.path.with_name(f".{self.path.name}.lock")
         self._lock_fd: tuple[int, int] | None = None  # (pid, fd): one per process
-        self._batch = _DeliveryBatch()
+        self._group = _GroupCommit()
         self._identity: tuple[int, int] | None = None
         # the marker is looked at before the database: a concurrent first start writes it only
         # after the database exists, so "marker, no database" always means a lost database
@@ -696,21 +701,36 @@ class SqliteStore:
             notification.truncated_alerts,
             encode_alerts(notification.alerts),
         )
-        return self._batch.submit(row, self._insert_deliveries)
 
-    def _insert_deliveries(self, rows: list[tuple[Any, ...]]) -> list[int]:
-        ids = []
+        def insert(txn: _Txn) -> int:
+            cur = txn.conn.execute(
+                "INSERT INTO notifications(received_at, receiver, group_key, status, "
+                "truncated, alerts) VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return self.batched(insert)
+
+    def batched(self, fn: Callable[[_Txn], T]) -> T:
+        """Run `fn` in a transaction shared with other threads' units (group commit);
+        returns once it is durable. Same outcome as `with transaction() as txn: fn(txn)`."""
+        return self._group.submit(fn, self._commit_group)
+
+    def _commit_group(self, batch: list[_Entry]) -> None:
         with self._write(self._conn()) as conn:
-            for row in rows:
-                cur = conn.execute(
-                    "INSERT INTO notifications(received_at, receiver, group_key, status, "
-                    "truncated, alerts) VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                assert cur.lastrowid is not None
-                ids.append(cur.lastrowid)
+            txn = _Txn(conn)
+            for entry in batch:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    entry.result = entry.fn(txn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO unit")
+                    entry.error = exc
+                finally:
+                    conn.execute("RELEASE unit")
         self.check_file()  # committed, but to the file that is still there? else no 2xx
-        return ids
 
     def pending_notifications(self) -> int:
         self.check_file()
@@ -804,8 +824,7 @@ class SqliteStore:
             return conn.execute("DELETE FROM faults WHERE pair = ?", (pair,)).rowcount
 
     def save_observation(self, obs: NodeObservation) -> NodeObservation:
-        with self._write(self._conn()) as conn:
-            return _Txn(conn).save_observation(obs)
+        return self.batched(lambda txn: txn.save_observation(obs))
 
     def observations(self, pair: str) -> dict[str, NodeObservation]:
         rows = (
@@ -819,17 +838,25 @@ class SqliteStore:
         return self.claim_schedule(pair, now, interval)
 
     def claim_schedule(self, key: str, now: float, interval: float) -> bool:
-        with self._write(self._conn()) as conn:
-            row = conn.execute(
-                "SELECT next_at FROM observe_schedule WHERE pair = ?", (key,)
-            ).fetchone()
-            if row is not None and float(row[0]) > now and float(row[0]) - now <= interval:
-                return False  # due later (a schedule far in the future came from another boot)
-            conn.execute(
-                "INSERT OR REPLACE INTO observe_schedule(pair, next_at) VALUES (?, ?)",
-                (key, now + interval),
-            )
-            return True
+        return key in self.claim_schedules([(key, interval)], now)
+
+    def claim_schedules(self, schedules: Collection[tuple[str, float]], now: float) -> set[str]:
+        def claim(txn: _Txn) -> set[str]:
+            claimed = set()
+            for key, interval in schedules:
+                row = txn.conn.execute(
+                    "SELECT next_at FROM observe_schedule WHERE pair = ?", (key,)
+                ).fetchone()
+                if row is not None and float(row[0]) > now and float(row[0]) - now <= interval:
+                    continue  # due later (a schedule far in the future came from another boot)
+                txn.conn.execute(
+                    "INSERT OR REPLACE INTO observe_schedule(pair, next_at) VALUES (?, ?)",
+                    (key, now + interval),
+                )
+                claimed.add(key)
+            return claimed
+
+        return self.batched(claim)
 
     def save_report(self, pair: str, kind: str, doc: Mapping[str, Any]) -> None:
         with self._write(self._conn()) as conn:

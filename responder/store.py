@@ -8,11 +8,11 @@ distributed backend, replicas. SQLite implements it in `sqlite_store`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .alerts import Notification
 from .clock import Timebase
@@ -22,6 +22,8 @@ from .observation import NodeObservation
 from .state import PairState
 
 log = logging.getLogger("responder.store")
+
+T = TypeVar("T")
 
 
 class InFlightError(Exception):
@@ -200,6 +202,11 @@ class Store(Protocol):
         """Serialised against every other transaction on the same store; rolls back on error."""
         ...
 
+    def batched(self, fn: Callable[[StoreTxn], T]) -> T:
+        """Run `fn` in a transaction, durable on return; concurrent callers share one commit
+        (each undone alone if it raises). Same outcome as its own transaction, cheaper."""
+        ...
+
     def record_notification(self, received_at: float, notification: Notification) -> int:
         """Durably store one delivery (what the responder acts on, not the whole body);
         returns once it survives a crash."""
@@ -252,6 +259,10 @@ class Store(Protocol):
     def claim_schedule(self, key: str, now: float, interval: float) -> bool:
         """True for exactly one caller per `key` ("readiness:PAIR", "drill:PAIR") and
         interval: that one runs the scheduled work."""
+        ...
+
+    def claim_schedules(self, schedules: Collection[tuple[str, float]], now: float) -> set[str]:
+        """claim_schedule for each (key, interval), in one transaction; the keys claimed."""
         ...
 
     def save_report(self, pair: str, kind: str, doc: Mapping[str, Any]) -> None:

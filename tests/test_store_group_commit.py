@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from responder.alerts import Alert, Notification
-from responder.sqlite_store import SqliteStore, _DeliveryBatch
+from responder.sqlite_store import SqliteStore, _Entry, _GroupCommit
 from responder.store import EventRecord
 
 T0 = 1_700_000_000.0
@@ -34,51 +34,76 @@ def _wait_until(predicate: Any, what: str) -> None:
         time.sleep(0.001)
 
 
-def test_deliveries_queued_during_a_commit_share_the_next_one() -> None:
-    """While one commit is under way, later deliveries queue; the next commit writes them
-    all at once, and each caller gets its own id only after that commit."""
-    batch = _DeliveryBatch()
+def test_units_queued_during_a_commit_share_the_next_one() -> None:
+    """While one commit is under way, later units queue; the next commit runs them all at
+    once, and each caller gets its own result only after that commit."""
+    group = _GroupCommit()
     release = threading.Event()
-    calls: list[list[tuple[Any, ...]]] = []
+    sizes: list[int] = []
 
-    def write(rows: list[tuple[Any, ...]]) -> list[int]:
-        calls.append(rows)
-        if len(calls) == 1:
+    def commit(batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        if len(sizes) == 1:
             release.wait(10)
-        start = sum(len(c) for c in calls[:-1])
-        return [start + i + 1 for i in range(len(rows))]
+        for entry in batch:
+            entry.result = entry.fn(None)
 
-    results: dict[str, int] = {}
+    results: dict[str, str] = {}
 
     def submit(name: str) -> None:
-        results[name] = batch.submit((name,), write)
+        results[name] = group.submit(lambda _txn: name.upper(), commit)
 
     first = threading.Thread(target=submit, args=("a",))
     first.start()
-    _wait_until(lambda: len(calls) == 1, "the first commit to start")
+    _wait_until(lambda: len(sizes) == 1, "the first commit to start")
     others = [threading.Thread(target=submit, args=(n,)) for n in ("b", "c", "d")]
     for t in others:
         t.start()
-    _wait_until(lambda: len(batch._queue) == 3, "three deliveries to queue")
+    _wait_until(lambda: len(group._queue) == 3, "three units to queue")
     assert results == {}  # nobody is answered before their commit
     release.set()
     for t in [first, *others]:
         t.join(10)
-    assert [len(c) for c in calls] == [1, 3]
-    assert sorted(results.values()) == [1, 2, 3, 4]
-    assert results["a"] == 1
+    assert sizes == [1, 3]
+    assert results == {"a": "A", "b": "B", "c": "C", "d": "D"}
 
 
-def test_a_failed_commit_fails_every_delivery_in_it() -> None:
-    """No delivery of a commit that failed is acknowledged; the next submit writes afresh."""
-    batch = _DeliveryBatch()
+def test_a_failed_commit_fails_every_unit_in_it() -> None:
+    """No unit of a commit that failed is acknowledged; the next submit writes afresh."""
+    group = _GroupCommit()
 
-    def broken(rows: list[tuple[Any, ...]]) -> list[int]:
+    def broken(batch: list[Any]) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
+    def works(batch: list[Any]) -> None:
+        for entry in batch:
+            entry.result = entry.fn(None)
+
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-        batch.submit(("a",), broken)
-    assert batch.submit(("b",), lambda rows: [7]) == 7
+        group.submit(lambda _txn: 1, broken)
+    assert group.submit(lambda _txn: 7, works) == 7
+
+
+def test_a_unit_that_raises_is_undone_alone(tmp_path: Path) -> None:
+    """In a shared commit, a unit that raises leaves nothing behind and gets its error; the
+    units beside it are committed."""
+    store = SqliteStore(tmp_path / "s.sqlite3")
+
+    def good(txn: Any) -> int:
+        txn.add_event(EventRecord(T0, "mainnet-a", "note", "kept"))
+        return 1
+
+    def bad(txn: Any) -> int:
+        txn.add_event(EventRecord(T0, "mainnet-a", "note", "undone"))
+        raise ValueError("this unit fails")
+
+    units = [_Entry(good), _Entry(bad), _Entry(good)]
+    store._commit_group(units)  # one transaction, as a leader runs a queued batch
+    assert [u.result for u in units] == [1, None, 1]
+    assert isinstance(units[1].error, ValueError)
+    assert units[0].error is None and units[2].error is None
+    assert [e.reason for e in store.list_events()] == ["kept", "kept"]
+    assert store.batched(good) == 1
 
 
 def test_concurrent_deliveries_are_all_durable_with_distinct_ids(tmp_path: Path) -> None:
@@ -152,3 +177,15 @@ def test_writers_of_several_processes_queue_rather_than_collide(tmp_path: Path) 
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1200
     finally:
         conn.close()
+
+
+def test_schedules_are_claimed_together_and_by_one_store_per_interval(tmp_path: Path) -> None:
+    """Several rounds' schedules are claimed in one call; a second process asking within the
+    interval gets none of them, and after it each key is due again."""
+    path = tmp_path / "s.sqlite3"
+    first, second = SqliteStore(path), SqliteStore(path)
+    rounds = [("mainnet-a", 10.0), ("readiness:mainnet-a", 60.0), ("drill:mainnet-a", 3600.0)]
+    assert first.claim_schedules(rounds, T0) == {k for k, _ in rounds}
+    assert second.claim_schedules(rounds, T0 + 5) == set()
+    assert second.claim_schedules(rounds, T0 + 10) == {"mainnet-a"}
+    assert first.claim_schedules(rounds, T0 + 61) == {"mainnet-a", "readiness:mainnet-a"}
