@@ -1,10 +1,10 @@
 """Carries out one failover, journaling each step before and after it runs.
 
-Journal writes are made durable in one transaction right before the next call that changes a
-node (and before any wait, and when the run ends): what a step did and what the next one is
-about to do land together, each before the call they describe. Reads of nodes in between
-need no commit of their own: a crash there loses only what can be read again. A lost lease
-is found at that same commit, so no node is changed after it.
+Journal writes are made durable together: right before each call that changes a node (its
+"begin" and everything since), right after it (its outcome), before any wait, and when the run
+ends. Reads of nodes in between need no commit of their own: a crash there loses only what can
+be read again. A lost lease is found at each of these commits, so a process that lost it calls
+no node after the call it was in.
 
 Order is the safety property: the target is probed, the source is fenced (levels in order
 until one confirms and an independent read verifies it), every other node of the pair is probed
@@ -570,6 +570,7 @@ class Executor:
                         self._journal(f, "note", {"settle": node, "refenced": True})
                     except DriverError as exc:
                         self._journal(f, "note", {"settle": node, "refence_error": str(exc)})
+                    self._flush()
             if t >= limit:
                 note = (
                     f"{node} could not be verified silent within {t - start:.0f}s "
@@ -680,6 +681,7 @@ class Executor:
                 failures.append(f"level {index} ({name}): {exc}")
                 self._fence_metric(f.pair, label, "failed")
                 self._journal(f, "end", {"level": index, "confirmed": False, "error": str(exc)})
+                self._flush()
                 log.warning(
                     "fence level %d failed: %s",
                     index,
@@ -698,6 +700,7 @@ class Executor:
                     "data": dict(result.data),
                 },
             )
+            self._flush()  # what the node did is durable before anything else happens
             verified, why = self._verify_fence(
                 f, f.source, out_of_band=index > 0, after_doubt=bool(failures)
             )
@@ -939,9 +942,11 @@ class Executor:
         except DriverError as exc:
             self._timed("activate", started)
             self._journal(f, "end", {"activate": f.target, "confirmed": False, "error": str(exc)})
+            self._flush()
             return self._failed_activation(f, ctx, handle, exc)
         self._timed("activate", started)
         self._journal(f, "end", {"activate": f.target, "confirmed": True, "detail": result.detail})
+        self._flush()
         obs = self.observe(f.pair, f.target)
         self._journal(f, "note", {"verify_activation": f.target, "observed": obs.says})
         if obs.signing is not True:
@@ -1020,6 +1025,7 @@ class Executor:
             self._journal(f, "note", {"fence_back": f.target, "claimed": True})
         except DriverError as fence_exc:
             self._journal(f, "note", {"fence_back": f.target, "error": str(fence_exc)})
+        self._flush()
         verified, why = self._settle(
             f, f.target, accept_unreachable=False, refence=lambda: handle.driver.fence(ctx)
         )
