@@ -26,7 +26,8 @@ log = logging.getLogger("responder.runner")
 # one pair never delays another), from a pool: 1,000 pairs faulted together start within a
 # second instead of waiting for 2,000 thread starts. Failovers beyond it stay unclaimed, for
 # another worker or the next free thread.
-MAX_FAILOVER_THREADS = 128
+MAX_FAILOVER_THREADS = 512
+TICK_CHUNK = 50  # deadlines decided per transaction when many fall due at once
 SPREAD_ABOVE = 30  # read-only rounds: spread the first ones when there are more than this
 
 
@@ -80,9 +81,9 @@ class Runner:
                 while self.responder.process_notifications() > 0:
                     pass  # drain a burst in short transactions before looking at deadlines
                 self.responder.retry_faults()
-                self.responder.tick()
-                for failover in self.responder.claim_failovers(self._free_threads()):
-                    self._spawn(failover)
+                while self.responder.tick(TICK_CHUNK) >= TICK_CHUNK:
+                    self._start_failovers()  # the first start while the next are decided
+                self._start_failovers()
                 self._pruner.maybe_prune(self.responder.time)
                 self._store_gone = False
                 timeout = self.poll_interval
@@ -99,6 +100,10 @@ class Runner:
                 timeout = self.poll_interval
             self._wake.wait(timeout)
             self._wake.clear()
+
+    def _start_failovers(self) -> None:
+        for failover in self.responder.claim_failovers(self._free_threads()):
+            self._spawn(failover)
 
     def _free_threads(self) -> int:
         with self._running_lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -151,6 +152,7 @@ class Responder:
         )
         self._configured = frozenset(p.name for p in config.pairs)
         self._routes = _RouteIndex(config)
+        self._tick_offset = zlib.crc32(owner.encode())
         self._recent: dict[int, Notification] = {}  # recorded here, not yet processed
         self._recent_lock = threading.Lock()
         self._ensure_pairs()
@@ -379,32 +381,39 @@ class Responder:
                 return True
         return False
 
-    def tick(self) -> None:
-        """Act on every configured pair whose deadline has passed, each on its own (in a
-        savepoint of one transaction: a pair that raises is recorded, the others go on).
+    def tick(self, limit: int | None = None) -> int:
+        """Act on configured pairs whose deadline has passed, each on its own (in a savepoint
+        of one transaction: a pair that raises is recorded, the others go on); at most
+        `limit` of them, so that the failovers of the first can start while the next are
+        decided. Returns how many were acted on.
 
         A pair removed from the config is left as it was, shown by check-config.
         """
         now = self.time.now()
         due = self.store.due_pairs(now, self._configured)
         if not due:
-            return
+            return 0
         blocked = {
             f.pair
             for f in self.store.list_faults()
             if f.source == "deadline" and (f.quarantined or f.next_at > now)
         }
+        due = [s for s in due if s.pair not in blocked]
+        if limit is not None and len(due) > limit:
+            # each process starts at its own place: two workers share a storm of deadlines
+            # instead of deciding the same pairs one after the other
+            start = self._tick_offset % len(due)
+            due = (due[start:] + due[:start])[:limit]
         done: list[tuple[str, Decision]] = []
         with self.store.transaction() as txn:
             for state in due:
-                if state.pair in blocked:
-                    continue
                 pair = self.config.pair(state.pair)
                 decision = self._apply_guarded(txn, pair, Tick(), "deadline", "")
                 if decision is not None:
                     done.append((pair.name, decision))
         for name, decision in done:
             self._after(name, decision)
+        return len(due)
 
     def next_deadline(self) -> float | None:
         return self.store.next_deadline(self._configured)
