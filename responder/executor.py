@@ -75,24 +75,38 @@ class Executor:
 
     # ---- journal --------------------------------------------------------------------------
 
-    def _write(self, op: Callable[[StoreTxn], object]) -> None:
+    def _write(self, op: Callable[[StoreTxn], object], f: Failover | None = None) -> None:
         """A write of this run: queued until the next flush while a run is under way, else
-        committed at once."""
+        committed at once. With `f`, the failover's record becomes f in the same commit,
+        proving this process still holds its lease (LeaseLost otherwise)."""
         pending: list[Callable[[StoreTxn], object]] | None = getattr(self._local, "pending", None)
         if pending is not None:
             pending.append(op)
+            if f is not None:
+                self._local.latest = f  # only its last version is written, once per flush
             return
-        self.store.batched(op)
+
+        def both(txn: StoreTxn) -> None:
+            if f is not None:
+                txn.update_failover(f, self.owner)
+            op(txn)
+
+        self.store.batched(both)
 
     def _flush(self) -> None:
-        """Commit every queued write in one transaction (in order); before a node is changed."""
+        """Commit every queued write in one transaction (in order), after the failover's
+        latest record; before a node is changed, after it was, and when the run ends."""
         pending: list[Callable[[StoreTxn], object]] | None = getattr(self._local, "pending", None)
         if not pending:
             return
         ops = list(pending)
         pending.clear()
+        latest: Failover | None = getattr(self._local, "latest", None)
+        self._local.latest = None
 
         def run_all(txn: StoreTxn) -> None:
+            if latest is not None:
+                txn.update_failover(latest, self.owner)
             for op in ops:
                 op(txn)
 
@@ -103,10 +117,9 @@ class Executor:
         now = self.clock.now()
 
         def op(txn: StoreTxn) -> None:
-            txn.update_failover(f, self.owner)
             txn.append_journal(f.id, now, f.step.value, phase, detail)
 
-        self._write(op)
+        self._write(op, f)
 
     def _advance(
         self,
@@ -139,7 +152,6 @@ class Executor:
 
         def op(txn: StoreTxn) -> None:
             reason = fallback
-            txn.update_failover(new, self.owner)
             txn.append_journal(f.id, now, step.value, "begin", detail)
             if pair_event is not None:
                 state = txn.load_pair(f.pair) or PairState.initial(pair, rt)
@@ -162,7 +174,7 @@ class Executor:
                 extra={"pair": f.pair, "failover_id": f.id, "reason": reason},
             )
 
-        self._write(op)
+        self._write(op, new)
         return new
 
     def _would_call(
@@ -172,7 +184,6 @@ class Executor:
         data = {"node": node, "action": what, "request": dict(plan.request), "when": when}
 
         def op(txn: StoreTxn) -> None:
-            txn.update_failover(f, self.owner)
             txn.append_journal(f.id, now, f.step.value, "would_call", data)
             txn.add_event(
                 EventRecord(
@@ -187,7 +198,7 @@ class Executor:
                 )
             )
 
-        self._write(op)
+        self._write(op, f)
 
     def _check(self, f: Failover, check: Check) -> Check:
         """Journal a read-only check made in dry-run (what a real failover would meet)."""
@@ -206,6 +217,7 @@ class Executor:
         `wake_at` or when an operator confirms it.
         """
         self._local.pending = []
+        self._local.latest = None
         try:
             result = self._run(f)
             self._flush()
@@ -218,6 +230,7 @@ class Executor:
             raise
         finally:
             self._local.pending = None
+            self._local.latest = None
 
     def _run(self, f: Failover) -> Failover:
         resumed = f.step not in (Step.PLANNED, Step.AWAITING)
@@ -447,10 +460,9 @@ class Executor:
         now = self.clock.now()
 
         def op(txn: StoreTxn) -> None:
-            txn.update_failover(new, self.owner)
             txn.append_journal(f.id, now, f.step.value, "note", {**detail, "note": note})
 
-        self._write(op)
+        self._write(op, new)
 
     def _timed(self, step: str, started: float) -> None:
         self.metrics.step_seconds.labels(step=step).observe(time.perf_counter() - started)
@@ -990,7 +1002,6 @@ class Executor:
         pair = self.config.pair(f.pair)
 
         def op(txn: StoreTxn) -> None:
-            txn.update_failover(f, self.owner)
             state = txn.load_pair(f.pair) or PairState.initial(pair, rt)
             decision = decide(reconcile(state, pair), event, rt, pair)
             txn.save_pair(decision.state)
@@ -1005,7 +1016,7 @@ class Executor:
                 )
             )
 
-        self._write(op)
+        self._write(op, f)
 
     def _failed_activation(
         self, f: Failover, ctx: ActionContext, handle: NodeHandle, exc: DriverError
