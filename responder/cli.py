@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ import requests
 
 from . import __version__
 from .config import (
+    Config,
     ConfigError,
     check_config_file,
     load_config,
@@ -26,15 +28,13 @@ from .config import (
     read_secret,
 )
 from .policy import config_drift
-from .service import iso
 from .sqlite_store import inspect_states
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 
 
-def _drift(config_path: str, state_dir: str | None) -> list[str]:
+def _drift(config: Config, state_dir: str | None) -> list[str]:
     """What the config would hold against an existing state dir (empty when there is none)."""
-    config = load_config(config_path)
     db = Path(state_dir) / config.db_path.name if state_dir else config.db_path
     if not db.exists():
         return []
@@ -56,7 +56,7 @@ def _check_config(path: str, state_dir: str | None = None) -> int:
     pairs = ", ".join(f"{p.name} ({len(p.nodes)} nodes)" for p in config.pairs)
     mode = " [dry-run]" if config.dry_run else ""
     auth = " [auth: none - lab only]" if config.auth == "none" else ""
-    drift = _drift(path, state_dir)
+    drift = _drift(config, state_dir)
     if drift:
         print(f"{path}: valid{mode}{auth}: {pairs}; against the stored state it would hold:")
         for line in drift:
@@ -67,17 +67,16 @@ def _check_config(path: str, state_dir: str | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Check the config, then become gunicorn's master in this process.
+
+    The master and the workers it forks keep the config checked here (see config._reuse): a
+    thousand pairs are parsed once, not once by the CLI, once by gunicorn and once per worker.
+    """
     if _check_config(args.config) != 0:
         return 1
-    config = load_config(args.config)
+    config = load_config(args.config)  # what the check just validated, not parsed again
     if config.auth == "none":
         print("warning: auth: none - webhook and control API are unauthenticated", file=sys.stderr)
-    env = dict(os.environ)
-    env["RESPONDER_CONFIG"] = str(Path(args.config).resolve())
-    if args.bind:
-        env["RESPONDER_BIND"] = args.bind
-    if args.workers:
-        env["RESPONDER_WORKERS"] = str(args.workers)
     metrics_dir = config.state_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     try:
@@ -86,11 +85,32 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"{args.config}: invalid", file=sys.stderr)
         print(f"  state_dir: cannot create {metrics_dir}: {exc.strerror}", file=sys.stderr)
         return 1
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
-    argv = [gunicorn, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
-    os.execvpe(gunicorn, argv, env)  # noqa: S606 - argv is fixed, no shell
-    return 0  # not reached
+    # the file the check read (abspath, not resolve(): a symlinked config keeps its directory)
+    os.environ["RESPONDER_CONFIG"] = os.path.abspath(args.config)
+    if args.bind:
+        os.environ["RESPONDER_BIND"] = args.bind
+    if args.workers:
+        os.environ["RESPONDER_WORKERS"] = str(args.workers)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    import gunicorn  # noqa: PLC0415 - serve only
+    from gunicorn.app.wsgiapp import WSGIApplication  # noqa: PLC0415
+
+    script = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or str(
+        Path(gunicorn.__file__).parent / "__main__.py"
+    )
+    argv = [script, "-c", "python:responder.gunicorn_conf", "responder.wsgi:app_from_env()"]
+    if "prometheus_client" in sys.modules:
+        # it chose how to keep values before PROMETHEUS_MULTIPROC_DIR was set: start afresh
+        os.execv(sys.executable, [sys.executable, *argv])  # noqa: S606 - fixed argv, no shell
+    sys.argv = argv  # what gunicorn parses, and what it re-executes on USR2
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").run()
+    return 0  # not reached: the master exits through SystemExit
+
+
+def _iso(ts: float | None) -> str:
+    """A wall-clock time as the API shows it (service.iso, without importing the service:
+    `serve` must not load prometheus_client before it sets PROMETHEUS_MULTIPROC_DIR)."""
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _seconds(text: str) -> float:
@@ -280,7 +300,7 @@ def format_status(pairs: list[dict[str, Any]]) -> str:
 def format_events(events: list[dict[str, Any]]) -> str:
     rows = [["ID", "TIME", "PAIR", "KIND", "REASON"]]
     for e in events:
-        rows.append([str(e["id"]), iso(e["ts"]) or "", e["pair"], e["kind"], e["reason"]])
+        rows.append([str(e["id"]), _iso(e["ts"]), e["pair"], e["kind"], e["reason"]])
     return _table(rows)
 
 
@@ -327,7 +347,7 @@ def _journal_line(entry: dict[str, Any]) -> str:
 
 def _when(ts: float | str | None) -> str:
     """A timestamp as ISO 8601, whether the API sent Unix seconds or already ISO text."""
-    return ts if isinstance(ts, str) else iso(ts) or ""
+    return ts if isinstance(ts, str) else _iso(ts)
 
 
 def _follow(

@@ -1,10 +1,15 @@
 """Gunicorn settings derived from the responder config (RESPONDER_CONFIG).
 
 Use: gunicorn -c python:responder.gunicorn_conf 'responder.wsgi:app_from_env()'
+
+The master validates the config here; the workers it forks inherit the result and do not
+parse the file again unless it changed (config._reuse). Under `responder serve` this runs in
+the process that already checked it, so the file is parsed once in all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -36,6 +41,17 @@ accesslog = None
 errorlog = "-"
 loglevel = "warning"
 preload_app = False
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Give the worker the body limit it enforces while reading requests (see worker.py).
+
+    The config as the worker will serve it: after a HUP the file may have changed since the
+    master read it (load_config parses it again only then). An invalid config is left to the
+    app, which says why.
+    """
+    with contextlib.suppress(ConfigError):
+        worker.max_body = load_config(os.environ["RESPONDER_CONFIG"]).max_body_bytes
 
 
 def child_exit(server: Any, worker: Any) -> None:

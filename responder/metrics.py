@@ -21,6 +21,9 @@ from .state import Consistency, Phase, Role
 from .store import Store
 
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+FAILOVERS = "responder_failovers"
+FAILOVERS_HELP = "Finished failovers by pair and outcome (done, dry_run, failed, aborted)."
+FAILOVER_OUTCOMES = ("done", "dry_run", "failed", "aborted")
 
 
 class Metrics:
@@ -50,8 +53,8 @@ class Metrics:
             registry=registry,
         )
         self.failovers = Counter(
-            "responder_failovers",
-            "Finished failovers by pair and outcome (done, dry_run, failed, aborted).",
+            FAILOVERS,
+            FAILOVERS_HELP,
             ["pair", "outcome"],
             registry=registry,
         )
@@ -90,7 +93,12 @@ class Metrics:
 
     def prime(self, config: Config) -> None:
         """Create the counters people alert on at zero, so the first failed failover or
-        refused delivery is an increase from 0 (increase() cannot see a series born at 1)."""
+        refused delivery is an increase from 0 (increase() cannot see a series born at 1).
+
+        Each pair's failover counters are not created here but shown at 0 by `exposition`
+        until they count: four series per pair cost every worker 0.15 s of its start with
+        1,000 pairs (prometheus_client sets each one up in its multiprocess file).
+        """
         for outcome in (
             "recorded",
             "unauthorized",
@@ -100,9 +108,6 @@ class Metrics:
             "error",
         ):
             self.notifications.labels(outcome=outcome)
-        for pair in config.pairs:
-            for outcome in ("done", "dry_run", "failed", "aborted"):
-                self.failovers.labels(pair=pair.name, outcome=outcome)
         for step in ("probe", "fence", "activate"):
             self.step_seconds.labels(step=step)
 
@@ -113,6 +118,10 @@ class StateCollector(Collector):
     def __init__(self, config: Config, store: Store) -> None:
         self._config = config
         self._store = store
+
+    @property
+    def pairs(self) -> list[str]:
+        return [pair.name for pair in self._config.pairs]
 
     def collect(self) -> Iterator[Metric]:
         phase = GaugeMetricFamily(
@@ -244,6 +253,39 @@ class StateCollector(Collector):
         yield held
 
 
+class _ZeroFailovers(Collector):
+    """`counters`' metrics, with every configured pair's failover counters at 0 until they
+    count (see Metrics.prime)."""
+
+    def __init__(self, counters: Collector, pairs: list[str]) -> None:
+        self._counters = counters
+        self._pairs = pairs
+
+    def collect(self) -> Iterator[Metric]:
+        found = False
+        for family in self._counters.collect():
+            if family.name == FAILOVERS:
+                found = True
+                self._fill(family)
+            yield family
+        if not found:  # nothing counted yet in any process
+            family = Metric(FAILOVERS, FAILOVERS_HELP, "counter")
+            self._fill(family)
+            yield family
+
+    def _fill(self, family: Metric) -> None:
+        total = FAILOVERS + "_total"
+        seen = {
+            (s.labels.get("pair"), s.labels.get("outcome"))
+            for s in family.samples
+            if s.name == total
+        }
+        for pair in self._pairs:
+            for outcome in FAILOVER_OUTCOMES:
+                if (pair, outcome) not in seen:
+                    family.add_sample(total, {"pair": pair, "outcome": outcome}, 0.0)
+
+
 def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:
     """The /metrics body: this process's (or all workers') counters plus the state gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -251,7 +293,7 @@ def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:
         MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
     else:
         scrape = registry
-    body = generate_latest(scrape)
+    body = generate_latest(_ZeroFailovers(scrape, state.pairs))
     extra = CollectorRegistry()
     extra.register(state)
     return body + generate_latest(extra)

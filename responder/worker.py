@@ -23,8 +23,14 @@ Options weighed:
   `body_timeout` (10 s) of its head, or the connection is closed. Larger bodies and
   `Expect: 100-continue` are read by the thread against the same deadline; once a request is
   answered the thread does not wait for what the client still sends: a closing connection
-  is drained on the poller, not on the loop. Everything else (thread pool, keep-alive,
+  is drained on the poller, not by the thread. Everything else (thread pool, keep-alive,
   graceful shutdown, gunicorn hooks such as child_exit) is gthread's own.
+
+A body above max_body_bytes is answered 413 without being read (a Content-Length one is
+never buffered, and its answer says `Connection: close`). Closing the socket on a client
+still sending would reset the connection and the client would report a broken pipe, not the
+413: the rest of the body is read and discarded on the poller first, bounded in bytes and
+time (see `_linger`), as nginx's lingering close does.
 
 It relies on the gthread design of gunicorn 24.1 and later (a main-thread event loop driven by
 enqueue_req/finish_request); TLS, HTTP/2 and the uwsgi protocol fall back to plain gthread.
@@ -40,6 +46,7 @@ from functools import partial
 from typing import Any
 
 import gunicorn
+from gunicorn.http.body import ChunkedReader
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers import gthread
 
@@ -59,6 +66,9 @@ class _DeadlineUnreader(SocketUnreader):  # type: ignore[misc]
     deadline: float | None = None
     answered = False
     expired = False  # a read was cut short: the connection must close
+    from_socket = 0  # bytes this request's thread read from the socket itself
+    unsent: int | None = 0  # of the body, not read by the loop (None: chunked, unknown)
+    chunked_done = False  # the thread read a chunked body to its last chunk
 
     def chunk(self, *args: Any) -> bytes:
         data: bytes
@@ -67,6 +77,7 @@ class _DeadlineUnreader(SocketUnreader):  # type: ignore[misc]
             return b""
         if self.deadline is None:
             data = super().chunk(*args)
+            self.from_socket += len(data)
             return data
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
@@ -81,6 +92,7 @@ class _DeadlineUnreader(SocketUnreader):  # type: ignore[misc]
             return b""
         finally:
             self.sock.settimeout(prior)
+        self.from_socket += len(data)
         return data
 
 
@@ -102,16 +114,30 @@ class _Reading:
         self.chunk_pos = 0  # a chunked body: where its next chunk-size line starts
 
 
+class _Linger:
+    """A closing connection drained on the loop (see BufferingThreadWorker._linger)."""
+
+    __slots__ = ("budget", "deadline", "drained", "last_deadline")
+
+    def __init__(self, deadline: float, last_deadline: float, budget: int) -> None:
+        self.deadline = deadline  # closed once past it
+        self.last_deadline = last_deadline  # how far progress may push `deadline`
+        self.budget = budget  # bytes drained at most
+        self.drained = 0
+
+
 class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
     """gthread that reads request heads and bodies on its event loop (see the module doc)."""
 
     head_timeout = 5.0
     body_timeout = 10.0
     max_head = 64 * 1024  # larger heads go to the parser (and its limits) as they are
-    max_buffered_body = 1024 * 1024  # the default max_body_bytes
+    max_buffered_body = 1024 * 1024  # larger bodies are read by the thread
+    max_body = 16 * 1024 * 1024  # the config's max_body_bytes (gunicorn_conf.post_fork sets it)
     buffer_budget = 64 * 1024 * 1024  # all requests being read by one worker
     linger_timeout = 2.0  # after the answer, drain the client at most this long, then close
     linger_max = 64 * 1024
+    discard_factor = 4  # a refused body is drained up to this many times max_body
     stop_grace = 1.0  # once stopping, requests still being read get at most this long
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -124,8 +150,9 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         )
         self._reading: dict[Any, _Reading] = {}
         self._buffered = 0
-        self._handoff: dict[Any, tuple[bytes, float]] = {}
-        self._lingering: dict[socket.socket, tuple[float, int]] = {}
+        self._handoff: dict[Any, tuple[bytes, float, int | None]] = {}
+        self._unsent: dict[socket.socket, tuple[int | None, float]] = {}  # see _linger
+        self._lingering: dict[socket.socket, _Linger] = {}
         self._stop_deadline: float | None = None
 
     # --- the event loop: read requests without a thread -------------------------------------
@@ -182,23 +209,30 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 else:
                     reading.scanned = len(data)
                 return
-            length = self._body_length(bytes(data[:end]))
+            length, buffer = self._body_length(bytes(data[:end]))
             reading.deadline = time.monotonic() + self.body_timeout
+            reading.body_start = reading.chunk_pos = end + 4
             if length is None:
+                reading.need = len(data)  # nothing to drain: the parser answers and closes
+            elif length != _CHUNKED:
+                reading.need = end + 4 + length
+            if not buffer:
                 self._dispatch(conn, reading.deadline)
                 return
-            reading.body_start = reading.chunk_pos = end + 4
-            if length != _CHUNKED:
-                reading.need = end + 4 + length
         if reading.need is None:  # chunked
             end = self._chunked_end(reading)
             if end == 0:
-                if len(data) - reading.body_start <= self.max_buffered_body:
+                if len(data) - reading.body_start <= self._buffer_limit:
                     return
             elif end > 0:
                 reading.need = end
         if reading.need is None or len(data) >= reading.need:
             self._dispatch(conn, reading.deadline)
+
+    @property
+    def _buffer_limit(self) -> int:
+        """The largest body read on the loop: a body the app refuses is never buffered."""
+        return min(self.max_buffered_body, self.max_body)
 
     @staticmethod
     def _bare_lf(data: bytearray, start: int) -> bool:
@@ -210,28 +244,29 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             i = data.find(b"\n", i + 1)
         return False
 
-    def _body_length(self, head: bytes) -> int | None:
-        """The body to buffer: its Content-Length or _CHUNKED; None to leave it to the thread."""
+    def _body_length(self, head: bytes) -> tuple[int | None, bool]:
+        """(the body's Content-Length or _CHUNKED, None when the parser must judge it;
+        whether the loop buffers it or leaves it to the thread)."""
         length: int | None = None
-        chunked = False
+        chunked = expect = False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name, value = name.strip().lower(), value.strip()
             if name == b"expect":  # the client waits for gunicorn's 100 Continue
-                return None
-            if name == b"transfer-encoding":
+                expect = True
+            elif name == b"transfer-encoding":
                 if chunked or value.lower() != b"chunked":
-                    return None  # gunicorn's parser answers anything else
+                    return None, False  # gunicorn's parser answers anything else
                 chunked = True
             elif name == b"content-length":
                 if length is not None or not value.isdigit():
-                    return None  # ambiguous or invalid: gunicorn's parser answers it
+                    return None, False  # ambiguous or invalid: gunicorn's parser answers it
                 length = int(value)
         if chunked:
-            return None if length is not None else _CHUNKED
+            return (None, False) if length is not None else (_CHUNKED, not expect)
         if length is None:
-            return 0
-        return length if length <= self.max_buffered_body else None
+            return 0, True
+        return length, not expect and length <= self._buffer_limit
 
     def _chunked_end(self, reading: _Reading) -> int:
         """Where the chunked body ends: 0 while incomplete, -1 when malformed or too large."""
@@ -259,8 +294,11 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             reading.chunk_pos = pos
 
     def _dispatch(self, conn: Any, deadline: float) -> None:
+        """Hand the connection to a thread, with what the loop read and what is still to
+        come of the body (None: a chunked body, of unknown length)."""
         reading = self._forget(conn)
-        self._handoff[conn] = (bytes(reading.data), deadline)
+        unsent = None if reading.need is None else max(0, reading.need - len(reading.data))
+        self._handoff[conn] = (bytes(reading.data), deadline, unsent)
         super().enqueue_req(conn)
 
     def _forget(self, conn: Any) -> _Reading:
@@ -285,8 +323,8 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             if now >= min(reading.deadline, self._stop_deadline or reading.deadline):
                 self.log.debug("dropping a connection: request not received in time")
                 self._drop(conn)
-        for sock, (deadline, _) in list(self._lingering.items()):
-            if now >= deadline:
+        for sock, linger in list(self._lingering.items()):
+            if now >= linger.deadline:
                 self._close_lingering(sock)
 
     # --- the thread: serve what the loop read -----------------------------------------------
@@ -295,7 +333,7 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         handoff = self._handoff.pop(conn, None)
         if handoff is None:
             return super().handle(conn)
-        data, deadline = handoff
+        data, deadline, unsent = handoff
         conn.init()
         unreader = conn.parser.unreader
         if not isinstance(unreader, _DeadlineUnreader):  # the connection's first request
@@ -303,19 +341,40 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             conn.parser.unreader = unreader
         unreader.unread(data)
         unreader.deadline, unreader.answered, unreader.expired = deadline, False, False
+        unreader.from_socket, unreader.unsent, unreader.chunked_done = 0, unsent, False
         result = super().handle(conn)
         unreader.deadline, unreader.answered = None, False
-        if unreader.expired:  # the request was not read to its end: close
+        if unreader.expired or not result:  # closing: is part of the body still to come?
+            if unsent is None:
+                left = 0 if unreader.chunked_done else None
+            else:
+                left = unsent - unreader.from_socket
+            if left is None or left > 0:
+                self._unsent[conn.sock] = (left, deadline)
             return False
         return result
 
     def handle_request(self, req: Any, conn: Any) -> Any:
+        unreader = conn.parser.unreader
+        unknown = isinstance(unreader, _DeadlineUnreader) and unreader.unsent is None
+        if unknown or self._declared_length(req) > self.max_body:
+            # a body that may be refused unread (413): the answer says the connection closes,
+            # and it is drained first (see _linger)
+            req.must_close = True
         try:
             return super().handle_request(req, conn)
         finally:
-            unreader = conn.parser.unreader
             if isinstance(unreader, _DeadlineUnreader):
                 unreader.answered = True
+                reader = getattr(getattr(req, "body", None), "reader", None)
+                unreader.chunked_done = isinstance(reader, ChunkedReader) and reader.parser is None
+
+    @staticmethod
+    def _declared_length(req: Any) -> int:
+        for name, value in getattr(req, "headers", ()):
+            if name == "CONTENT-LENGTH" and value.isdigit():
+                return int(value)
+        return 0
 
     # --- closing: linger on the loop, not in it -----------------------------------------------
 
@@ -330,10 +389,29 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             self.nr_conns -= 1
             self._linger(conn.sock)
             return
+        self._unsent.pop(conn.sock, None)
         super().finish_request(conn, fs)
 
     def _linger(self, sock: socket.socket) -> None:
-        """Send FIN, then read what the client still sends until it closes (RFC 9112 9.6)."""
+        """Send FIN, then read what the client still sends until it closes (RFC 9112 9.6).
+
+        A client still sending a body that was answered unread (a 413, a 401) would get a
+        reset, not the answer, if the socket closed with its bytes unread: its body is read and
+        discarded here, up to `discard_factor` x max_body bytes and the body's deadline, as
+        long as at least `linger_max` bytes arrive every `linger_timeout` seconds; a Content-
+        Length body is closed as soon as all of it has arrived (one declared larger than that
+        bound is not read at all). Anything else gets at most `linger_max` bytes and
+        `linger_timeout` seconds.
+        """
+        left, body_deadline = self._unsent.pop(sock, (0, 0.0))
+        now = time.monotonic()
+        cap = self.discard_factor * self.max_body
+        if left is None:
+            budget = cap
+        elif 0 < left <= cap:
+            budget = left
+        else:  # nothing left, or more than is worth reading before the reset anyway
+            budget = self.linger_max
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
@@ -342,23 +420,26 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 sock.close()
             return
-        self._lingering[sock] = (time.monotonic() + self.linger_timeout, 0)
+        self._lingering[sock] = _Linger(now + self.linger_timeout, body_deadline, budget)
 
     def _linger_readable(self, sock: socket.socket) -> None:
-        if sock not in self._lingering:
+        linger = self._lingering.get(sock)
+        if linger is None:
             return
-        deadline, drained = self._lingering[sock]
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        drained += len(data)
-        if not data or drained >= self.linger_max:
+        before = linger.drained
+        linger.drained += len(data)
+        if not data or linger.drained >= linger.budget:
             self._close_lingering(sock)
-        else:
-            self._lingering[sock] = (deadline, drained)
+        elif linger.drained // self.linger_max > before // self.linger_max:
+            # another linger_max bytes: a client sending its body, not dripping it
+            extended = min(time.monotonic() + self.linger_timeout, linger.last_deadline)
+            linger.deadline = max(linger.deadline, extended)
 
     def _close_lingering(self, sock: socket.socket) -> None:
         del self._lingering[sock]

@@ -418,7 +418,7 @@ def test_event_query_accepts_64_bit_bounds(make_harness) -> None:
 
 def test_chunked_body_over_max_body_bytes_is_413(make_harness) -> None:
     """A 3 MB body sent chunked is a 413 (not a 400 about truncated JSON); nothing is stored."""
-    h = make_harness()
+    h = make_harness(max_body_bytes=1024 * 1024)
     before = _snapshot(h)
     pad = json.dumps(notification(alert()) | {"pad": "x" * 3_000_000}).encode()
     request = _chunked(
