@@ -10,6 +10,7 @@ another pair.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,9 @@ log = logging.getLogger("responder.runner")
 # second instead of waiting for 2,000 thread starts. Failovers beyond it stay unclaimed, for
 # another worker or the next free thread.
 MAX_FAILOVER_THREADS = 512
+# A thread waiting for the interpreter lock gets it after at most this long (CPython's default
+# is 5 ms): a deadline or a fence step never waits behind a busy request thread for longer.
+GIL_SWITCH_INTERVAL = 0.001
 TICK_CHUNK = 50  # deadlines decided per transaction when many fall due at once
 SPREAD_ABOVE = 30  # read-only rounds: spread the first ones when there are more than this
 
@@ -55,6 +59,7 @@ class Runner:
         self._wake.set()
 
     def start(self) -> None:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._loop, name="responder-runner", daemon=True)
         self._thread.start()
         self._observer = threading.Thread(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite runs for real: `prometheus` (prometheus, promtool),
-# `prometheus-alertmanager` (prometheus-alertmanager, amtool), and with `--browser` `chromium`
-# with `chromium-driver` (chromium, chromedriver) for the status page's browser test.
+# `prometheus-alertmanager` (prometheus-alertmanager, amtool), with `--browser` `chromium`
+# with `chromium-driver` (chromium, chromedriver) for the status page's browser test, and with
+# `--bench` `wrk`, the load generator of `make bench` (and of its share in the test suite).
 #
 # Idempotent: does nothing when every binary is already on PATH. Works as root without a TTY
 # (CI), or through sudo. The tests start their own Prometheus and Alertmanager on free loopback
@@ -14,11 +15,23 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(prometheus prometheus-alertmanager)
 BINARIES=(promtool prometheus amtool prometheus-alertmanager)
 SERVICES=(prometheus prometheus-alertmanager)
-# the browser only for the test suite (`--browser`): `make demo` does not need it
-if [ "${1:-}" = "--browser" ]; then
-  PACKAGES+=(chromium chromium-driver)
-  BINARIES+=(chromium chromedriver)
-fi
+# the browser and wrk only for the test suite and benchmarks: `make demo` needs neither
+for flag in "$@"; do
+  case "$flag" in
+    --browser)
+      PACKAGES+=(chromium chromium-driver)
+      BINARIES+=(chromium chromedriver)
+      ;;
+    --bench)
+      PACKAGES+=(wrk)
+      BINARIES+=(wrk)
+      ;;
+    *)
+      echo "system-packages: unknown option $flag (--browser, --bench)" >&2
+      exit 2
+      ;;
+  esac
+done
 
 missing=()
 for bin in "${BINARIES[@]}"; do
