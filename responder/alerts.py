@@ -251,12 +251,14 @@ def _parse_fast(body: bytes) -> Notification | None:
     path then explains. Strict the same way (types, literals, UTF-8, Unicode, no NaN); fields
     the responder ignores are skipped unread, so their nesting and numbers cannot hurt."""
     try:
+        if not body.isascii():
+            body.decode("utf-8")  # skipped fields are not checked by the decoder
         model = _FAST.decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeError):
         return None
     given = model.alerts
-    stamps = {a.startsAt for a in given} | {a.endsAt for a in given}
-    stamps -= {"", GO_ZERO_TIME}  # endsAt of a firing alert, or absent
+    ends = {a.endsAt for a in given} - {"", GO_ZERO_TIME}  # a firing alert's, or absent
+    stamps = {a.startsAt for a in given} | ends  # a start is never the zero time
     ok = _timestamp_ok
     if any(len(t) > _LONGEST_TIMESTAMP or not ok(t) for t in stamps):
         return None

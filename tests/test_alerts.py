@@ -257,3 +257,14 @@ def test_error_message_lists_several_problems() -> None:
 def test_payload_error_is_a_value_error() -> None:
     """PayloadError is a ValueError, so callers can map it to 400 generically."""
     assert issubclass(PayloadError, ValueError)
+
+
+def test_go_zero_time_is_an_end_never_a_start() -> None:
+    """Alertmanager's zero time marks a firing alert's endsAt; as a startsAt it is refused,
+    on the fast path as on the thorough one."""
+    body = body_of("firing-single-bearer.json")
+    body["alerts"][0]["startsAt"] = "0001-01-01T00:00:00Z"
+    assert "alerts[0].startsAt" in error_of(raw(body))
+    body["alerts"][0]["startsAt"] = "2026-11-25T18:28:07Z"
+    body["alerts"][0]["endsAt"] = "0001-01-01T00:00:00Z"
+    assert parse_notification(raw(body)).alerts[0].starts_at == "2026-11-25T18:28:07Z"
