@@ -284,6 +284,11 @@ def parse_notification(body: bytes) -> Notification:
         fast = _parse_fast(body)
         if fast is not None:
             return fast
+    return _parse_thorough(body)
+
+
+def _parse_thorough(body: bytes) -> Notification:
+    """Every check in Python, naming the first problems; the reference the fast path matches."""
     data = decode_json(body)
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (an Alertmanager v4 notification)")

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, note, seed, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from responder.alerts import PayloadError, _parse_fast, _parse_thorough
 from responder.clock import ManualClock
 from responder.config import load_config
 from tests.conftest import Harness, base_config, write_config
@@ -549,3 +550,30 @@ def test_streamed_body_is_never_read_past_the_cap(
         assert stored(harness) == before
     else:
         assert resp.status_code == 200, resp.get_json()
+
+
+@seed(SEED)
+@fuzz_settings(0.15)
+@given(data=st.data())
+def test_fast_path_accepts_only_what_the_thorough_path_accepts(data: st.DataObject) -> None:
+    """Differential: whatever the one-pass decoder accepts, the thorough parser accepts too,
+    with the same result; the thorough one may accept more (the fast path then defers)."""
+    doc = data.draw(notifications())
+    for _ in range(data.draw(st.integers(0, 2))):
+        listed = doc.get("alerts")
+        batch = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+        target = data.draw(st.sampled_from([doc, *batch]))
+        key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=8))
+        target[key] = data.draw(json_values | bad_timestamps() | st.just(GO_ZERO_TIME))
+    body = encode(doc, data.draw(formattings))
+    if data.draw(st.booleans()):
+        i = data.draw(st.integers(0, len(body)))
+        body = body[:i] + data.draw(st.binary(min_size=1, max_size=4)) + body[i:]
+    fast = _parse_fast(body)
+    try:
+        thorough = _parse_thorough(body)
+    except PayloadError:
+        thorough = None
+    note(f"fast={fast!r} thorough={thorough!r}")
+    if fast is not None:
+        assert thorough == fast
