@@ -501,8 +501,11 @@ class Responder:
                 )
             self.store.release_lease(failover.id, self.owner)
             raise
-        with self.store.transaction() as txn:
-            txn.clear_fault(failover.pair, "failover", failover.id)
+        if any(
+            f.source == "failover" and f.ref == failover.id
+            for f in self.store.list_faults(failover.pair)
+        ):  # an earlier attempt raised: it is over now
+            self.store.batched(lambda txn: txn.clear_fault(failover.pair, "failover", failover.id))
         if result.step.terminal:
             self._judge_latest(result.pair)
         return result
@@ -514,10 +517,11 @@ class Responder:
         if not observations:
             return
         settle = self._settle_times(pair)
-        with self.store.transaction() as txn:
-            decision = self._apply_guarded(
+        decision = self.store.batched(  # shared with other failovers' commits
+            lambda txn: self._apply_guarded(
                 txn, pair, Observed(observations, settle), "observation", ""
             )
+        )
         if decision is not None:
             self._after(pair_name, decision)
 
