@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -508,10 +509,15 @@ class Config(_Frozen):
         return pairs
 
     def pair(self, name: str) -> PairConfig:
-        for pair in self.pairs:
-            if pair.name == name:
-                return pair
-        raise KeyError(name)
+        found = self._pairs_by_name.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    @cached_property
+    def _pairs_by_name(self) -> dict[str, PairConfig]:
+        """Looked up at every step of every failover: a dict, not a walk of 1,000 pairs."""
+        return {pair.name: pair for pair in self.pairs}
 
     def pair_dry_run(self, pair: PairConfig) -> bool:
         """Global dry-run wins; otherwise the pair's own setting."""
@@ -759,15 +765,30 @@ class Secret:
     __str__ = __repr__
 
 
+_SECRETS: dict[str, tuple[tuple[int, int, int, int], Secret]] = {}
+
+
 def read_secret(path: Path, what: str) -> Secret:
-    """Read a token file (whitespace stripped); raise ConfigError if absent or empty."""
+    """Read a token file (whitespace stripped); raise ConfigError if absent or empty.
+
+    Read again whenever the file changed (another inode, size or modification time): a
+    rotated token is used at the next call, and an unchanged one costs a stat, not a read
+    (node calls ask for theirs every time).
+    """
     try:
+        st = os.stat(path)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _SECRETS.get(str(path))
+        if cached is not None and cached[0] == identity:
+            return cached[1]
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError([f"{what}: cannot read {path}: {exc.strerror}"]) from None
     if not value:
         raise ConfigError([f"{what}: {path} is empty"])
-    return Secret(value)
+    secret = Secret(value)
+    _SECRETS[str(path)] = (identity, secret)
+    return secret
 
 
 def secret_file_problem(path: Path) -> str | None:

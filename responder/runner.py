@@ -3,8 +3,10 @@
 Several processes may run them against one store; the store's transactions and failover leases
 make sure each delivery is processed once and each failover is executed by one owner, and the
 schedules make one process probe each pair (and run its preflight and scheduled drills) per
-interval. These read-only rounds run in their own threads, one per pair and kind, so a node that hangs never delays a delivery, a deadline, a failover or
-another pair.
+interval. These read-only rounds run on a pool of their own, apart from deliveries, deadlines
+and failovers, so a node that hangs never delays any of those; at worst, as many hanging nodes
+as the pool has threads delay other pairs' rounds by their timeout. Failovers run on their own
+pool too (see MAX_FAILOVER_THREADS).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ MAX_FAILOVER_THREADS = 512
 # is 5 ms): a deadline or a fence step never waits behind a busy request thread for longer.
 GIL_SWITCH_INTERVAL = 0.001
 TICK_CHUNK = 50  # deadlines decided per transaction when many fall due at once
+# Read-only rounds (probes, preflight, drills) one process runs at once: each waits on nodes
+# in a thread of its own, but 1,000 pairs' rounds never become 2,000 threads that crowd out
+# a failover. A round waiting for a thread is not asked for again until it has run.
+ROUND_THREADS = 32
+ROUND_DEFER_MAX = 10.0  # seconds new rounds wait while this process runs failovers
 SPREAD_ABOVE = 30  # read-only rounds: spread the first ones when there are more than this
 
 
@@ -50,9 +57,11 @@ class Runner:
         self._pruner = Pruner(responder.store, responder.config.retention)
         self._store_gone = False
         self._pool = ThreadPoolExecutor(MAX_FAILOVER_THREADS, thread_name_prefix="failover")
+        self._rounds = ThreadPoolExecutor(ROUND_THREADS, thread_name_prefix="round")
         self._running: set[str] = set()  # failover ids this process executes now
         self._running_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
+        self._rounds_wait_until = 0.0  # monotonic: rounds queued earlier skip until then
 
     def wake(self) -> None:
         """Called after a delivery or operator request is recorded."""
@@ -79,6 +88,7 @@ class Runner:
         if self._renewer is not None:
             self._renewer.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._rounds.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -196,8 +206,21 @@ class Runner:
             start = time.monotonic()
             for i, (key, interval, _due, _run) in enumerate(jobs):
                 self._look_again[key] = start + min(interval / 2, 5.0) * i / len(jobs)
+        deferred_since: float | None = None
         while not self._stop.is_set():
             now = time.monotonic()
+            with self._running_lock:
+                busy = bool(self._running)
+            if busy and (deferred_since is None or now - deferred_since < ROUND_DEFER_MAX):
+                # failovers first: they probe their own pairs, and the rounds of the others
+                # can wait a few seconds for the CPU and the store
+                if deferred_since is None:
+                    deferred_since = now
+                    self._rounds_wait_until = now + ROUND_DEFER_MAX
+                self._stop.wait(min(1.0, self.poll_interval))
+                continue
+            deferred_since = None
+            self._rounds_wait_until = 0.0
             with self._probing_lock:
                 asking = [
                     (key, interval, run_fn)
@@ -218,16 +241,15 @@ class Runner:
                         continue
                     with self._probing_lock:
                         self._probing.add(key)
-                    threading.Thread(
-                        target=self._round,
-                        args=(key, run_fn),
-                        name=f"round-{key}",
-                        daemon=True,
-                    ).start()
+                    self._rounds.submit(self._round, key, run_fn)
             self._stop.wait(min(1.0, self.poll_interval))
 
     def _round(self, key: str, run: Callable[[], object]) -> None:
         try:
+            with self._running_lock:
+                busy = bool(self._running)
+            if busy and time.monotonic() < self._rounds_wait_until:
+                return  # queued before a storm of failovers began: this interval is skipped
             run()
         except Exception:
             log.exception("%s round failed", key, extra={"pair": key.rsplit(":", maxsplit=1)[-1]})
