@@ -283,7 +283,8 @@ def test_drill_lists_the_failover_requests_in_order_and_changes_nothing(
     assert fence1["json"] == {"outlet": 1} and fence1["method"] == "POST"
     assert fence0["json"]["pair"] == "mainnet-a" and activate["url"] == f"{b}/activate"
     checks = {c["name"]: c["ok"] for c in report["checks"]}
-    assert checks["node-a:fence-level-1"] is True and checks["node-a:fence-level-2"] is True
+    assert checks["node-a:fence-level-1"] is True, report["checks"]
+    assert checks["node-a:fence-level-2"] is True, report["checks"]
     assert checks["node-b:target"] is True
 
     no_secrets(report, h.events())

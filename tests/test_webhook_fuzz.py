@@ -552,6 +552,11 @@ def test_streamed_body_is_never_read_past_the_cap(
         assert resp.status_code == 200, resp.get_json()
 
 
+# The thorough parser's refusals that only concern fields the responder never reads (their
+# numbers or nesting), which the one-pass decoder skips unread: the only allowed difference.
+SKIPPED_UNREAD = re.compile(r"integer of more than \d+ digits|nests deeper than \d+ levels")
+
+
 @seed(SEED)
 @fuzz_settings(0.15)
 @given(data=st.data())
@@ -572,7 +577,9 @@ def test_fast_path_accepts_only_what_the_thorough_path_accepts(data: st.DataObje
     fast = _parse_fast(body)
     try:
         thorough = _parse_thorough(body)
-    except PayloadError:
+    except PayloadError as exc:
+        if fast is not None and SKIPPED_UNREAD.search(str(exc)):
+            return  # a field the responder ignores: the fast path skips it unread, by design
         thorough = None
     note(f"fast={fast!r} thorough={thorough!r}")
     if fast is not None:
