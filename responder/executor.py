@@ -1,10 +1,10 @@
 """Carries out one failover, journaling each step before and after it runs.
 
 Journal writes are made durable together: right before each call that changes a node (its
-"begin" and everything since), right after it (its outcome), before any wait, and when the run
-ends. Reads of nodes in between need no commit of their own: a crash there loses only what can
-be read again. A lost lease is found at each of these commits, so a process that lost it calls
-no node after the call it was in.
+"begin" and everything since), right after it (its outcome), before each read of a node (so
+the answers read so far outlive a crash during it), before any wait, and when the run ends.
+A lost lease is found at each of these commits, so a process that lost it calls no node after
+the call it was in.
 
 Order is the safety property: the target is probed, the source is fenced (levels in order
 until one confirms and an independent read verifies it), every other node of the pair is probed
@@ -514,7 +514,13 @@ class Executor:
         return self._end(f, step, reason, unknown_nodes=unknown)
 
     def observe(self, pair: str, node: str) -> NodeObservation:
-        """One read-only probe of a node, kept as the node's latest observation."""
+        """One read-only probe of a node, kept as the node's latest observation.
+
+        Within a run, what was queued is committed first: the answers read so far (a fence
+        just verified, say) are never left to die with a process that stops during this call,
+        where an older answer would then speak for the node."""
+        if getattr(self._local, "pending", None):
+            self._flush()
         handle = self.nodes[(pair, node)]
         at, wall = self.time.now(), self.clock.now()
         try:
