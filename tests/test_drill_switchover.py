@@ -255,10 +255,22 @@ def sims(clock: ManualClock) -> Iterator[Callable[..., Sims]]:
 # ---- 1. a drill lists the exact requests and changes nothing --------------------------------
 
 
+@pytest.fixture
+def pdu_server() -> Iterator[HTTPServer]:
+    """A PDU of this test's own, threaded: a connection another test left open on the shared
+    session server cannot hold up its read-only check."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
 def test_drill_lists_the_failover_requests_in_order_and_changes_nothing(
-    build: Callable[..., Harness], nodes: dict[str, FakeNode], httpserver: HTTPServer
+    build: Callable[..., Harness], nodes: dict[str, FakeNode], pdu_server: HTTPServer
 ) -> None:
     """A drill lists fence level 0, each extra level with its condition, then the activation, redacted, and changes no state, failover or node."""
+    httpserver = pdu_server
     pdu = Pdu(httpserver)
     command = {"type": "command", "argv": ["true", "--outlet", "1"], "check": {"command": ["true"]}}
     h = build("h", fake_pair(nodes, fence_levels=[pdu.level(), command]))
