@@ -163,34 +163,22 @@ class Runner:
                     continue  # it ended between the snapshot and the renewal
                 log.error("lease lost", extra={"failover_id": failover_id})
 
-    def _jobs(self) -> list[tuple[str, float, Callable[[], bool], Callable[[], object]]]:
-        """(key, interval, is it due, run it): the read-only rounds of every pair."""
+    def _jobs(self) -> list[tuple[str, float, Callable[[], object]]]:
+        """(schedule key, interval, run it): the read-only rounds of every pair. The keys are
+        those `Responder.claim_rounds` (and observation_due, readiness_due, drill_due) claim."""
         r = self.responder
-        jobs: list[tuple[str, float, Callable[[], bool], Callable[[], object]]] = []
+        jobs: list[tuple[str, float, Callable[[], object]]] = []
         for pair in r.config.pairs:
             name = pair.name
+            jobs.append((name, pair.observe.interval, partial(r.observe_pair, name)))
             jobs.append(
-                (
-                    name,
-                    pair.observe.interval,
-                    partial(r.observation_due, name),
-                    partial(r.observe_pair, name),
-                )
-            )
-            jobs.append(
-                (
-                    f"readiness:{name}",
-                    pair.readiness.interval,
-                    partial(r.readiness_due, name),
-                    partial(r.check_readiness, name),
-                )
+                (f"readiness:{name}", pair.readiness.interval, partial(r.check_readiness, name))
             )
             if pair.readiness.drill_every is not None:
                 jobs.append(
                     (
                         f"drill:{name}",
                         pair.readiness.drill_every,
-                        partial(r.drill_due, name),
                         partial(r.drill, name, None, "schedule"),
                     )
                 )
@@ -204,7 +192,7 @@ class Runner:
         jobs = self._jobs()
         if len(jobs) > SPREAD_ABOVE:
             start = time.monotonic()
-            for i, (key, interval, _due, _run) in enumerate(jobs):
+            for i, (key, interval, _run) in enumerate(jobs):
                 self._look_again[key] = start + min(interval / 2, 5.0) * i / len(jobs)
         deferred_since: float | None = None
         while not self._stop.is_set():
@@ -224,7 +212,7 @@ class Runner:
             with self._probing_lock:
                 asking = [
                     (key, interval, run_fn)
-                    for key, interval, _due, run_fn in jobs
+                    for key, interval, run_fn in jobs
                     if key not in self._probing  # the last round still waits on a node
                     and self._look_again.get(key, 0.0) <= now  # else: ran recently
                 ]
