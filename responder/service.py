@@ -152,6 +152,8 @@ class Responder:
         )
         self._configured = frozenset(p.name for p in config.pairs)
         self._routes = _RouteIndex(config)
+        # the policy reads only these alerts (a pair's triggers); routing the rest is waste
+        self._triggers = frozenset(t for p in config.pairs for t in p.policy.triggers)
         self._tick_offset = zlib.crc32(owner.encode())
         self._recent: dict[int, Notification] = {}  # recorded here, not yet processed
         self._recent_lock = threading.Lock()
@@ -270,9 +272,15 @@ class Responder:
         return record_id
 
     def _route(self, alerts: Iterable[Alert]) -> dict[str, list[tuple[Alert, str]]]:
-        """Alerts per pair, each with the node whose `match` labels it carries."""
+        """Trigger alerts per pair, each with the node whose `match` labels it carries.
+
+        An alert no pair has as a trigger changes no state (the policy skips it), so it is
+        not routed: a storm of informational alerts costs a set lookup each."""
         routed: dict[str, list[tuple[Alert, str]]] = {}
+        triggers = self._triggers
         for alert in alerts:
+            if alert.labels.get("alertname") not in triggers:
+                continue
             for pair, node in self._routes.route(alert.labels):
                 routed.setdefault(pair, []).append((alert, node))
         return routed
@@ -324,31 +332,40 @@ class Responder:
         return AlertsReceived(tuple(alerts), note.truncated_alerts, received_at=stored.received_at)
 
     def process_notifications(self, batch: int = 20) -> int:
-        """Feed recorded, unprocessed deliveries to the policy; returns how many were taken.
+        """Feed recorded, unprocessed deliveries to the policy; returns how many were looked at.
 
-        Each pair's share of a delivery is applied on its own: one that raises is kept for a
-        retry with backoff, and the other pairs' shares go on.
+        They are read, decoded and routed before the right to write is taken, so webhooks
+        keep committing meanwhile; the transaction then claims those no other worker has
+        claimed since and applies them in order. Each pair's share of a delivery is applied
+        on its own: one that raises is kept for a retry with backoff, and the other pairs'
+        shares go on.
         """
         if self.store.pending_notifications() == 0:
             return 0  # nothing recorded since: no write transaction
         done: list[tuple[str, Decision]] = []
         with self._recent_lock:
             known = dict(self._recent)
+        peeked = self.store.peek_notifications(batch, known)
+        if not peeked:
+            return 0
+        routed = [(stored, self._route(stored.notification.alerts)) for stored in peeked]
         with self.store.transaction() as txn:
-            taken = txn.take_notifications(batch, known)
-            for stored in taken:
-                for pair_name, alerts in self._route(stored.notification.alerts).items():
+            claimed = txn.claim_notifications([stored.id for stored in peeked])
+            for stored, per_pair in routed:
+                if stored.id not in claimed:
+                    continue  # another worker applied it
+                for pair_name, alerts in per_pair.items():
                     pair = self.config.pair(pair_name)
                     event = self._alerts_event(stored, alerts)
                     decision = self._apply_guarded(txn, pair, event, "notification", str(stored.id))
                     if decision is not None:
                         done.append((pair_name, decision))
         with self._recent_lock:
-            for stored in taken:
+            for stored in peeked:
                 self._recent.pop(stored.id, None)
         for pair_name, decision in done:
             self._after(pair_name, decision)
-        return len(taken)
+        return len(peeked)
 
     def retry_faults(self) -> int:
         """Retry the deliveries and deadlines that raised, once their backoff has passed."""

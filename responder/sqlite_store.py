@@ -145,6 +145,10 @@ class SchemaTooNew(RuntimeError):
     """
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _baseline(conn: sqlite3.Connection) -> None:
     """Version 1: every table of SCHEMA, and failovers.wake_at (gated activation).
 
@@ -152,6 +156,10 @@ def _baseline(conn: sqlite3.Connection) -> None:
     wake_at column; a new database is created by this same step.
     """
     for statement in SCHEMA.split(";"):
+        if "notifications_unprocessed" in statement and not _has_column(
+            conn, "notifications", "processed"
+        ):
+            continue  # a file of version 4 or later stamped 0: its queue is a table
         if statement.strip():
             conn.execute(statement)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(failovers)")}
@@ -180,6 +188,20 @@ def _pair_deadlines(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS pairs_deadline ON pairs(deadline)")
 
 
+def _pending_queue(conn: sqlite3.Connection) -> None:
+    """Version 4: the deliveries still to apply are ids in a table of their own. A flag in
+    the delivery's row made applying one rewrite the whole row (its alerts, hundreds of
+    kilobytes for a big group), a second full write of every delivery."""
+    conn.execute("CREATE TABLE IF NOT EXISTS pending_notifications (id INTEGER PRIMARY KEY)")
+    if _has_column(conn, "notifications", "processed"):
+        conn.execute(
+            "INSERT OR IGNORE INTO pending_notifications(id) "
+            "SELECT id FROM notifications WHERE processed = 0"
+        )
+        conn.execute("DROP INDEX IF EXISTS notifications_unprocessed")
+        conn.execute("ALTER TABLE notifications DROP COLUMN processed")
+
+
 # The schema versions in order: MIGRATIONS[n - 1] brings a database from version n - 1 to n.
 # SCHEMA above is version 1's shape and stays as it is; a change to the schema is a new
 # function appended here (never an edit of an old one), and every database, new or old, is
@@ -188,6 +210,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _baseline,
     _compact_deliveries,
     _pair_deadlines,
+    _pending_queue,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -281,6 +304,8 @@ def _fault(row: Any) -> PairFault:
         first_at=float(row[7]),
     )
 
+
+_SQL_VARS = 500  # ids per statement, far below SQLite's limit (32,766 since 3.32)
 
 # A delivery's alerts as stored: [status, labels, startsAt, fingerprint] each (Alert's own
 # field order), compact JSON, encoded and decoded in C.
@@ -415,27 +440,18 @@ class _Txn:
             ),
         )
 
-    def take_notifications(
-        self, limit: int, known: Mapping[int, Notification] | None = None
-    ) -> list[StoredNotification]:
-        rows = self._c.execute(
-            "SELECT id, received_at, receiver, group_key, status, truncated, alerts "
-            "FROM notifications WHERE processed = 0 ORDER BY id LIMIT ?",
-            (limit,),
-        ).fetchall()
-        known = known or {}
-        out = [
-            StoredNotification(row[0], row[1], known[row[0]])
-            if row[0] in known
-            else _notification(row)
-            for row in rows
-        ]
-        if rows:
-            self._c.execute(
-                "UPDATE notifications SET processed = 1 WHERE processed = 0 AND id <= ?",
-                (rows[-1][0],),
-            )
-        return out
+    def claim_notifications(self, ids: Collection[int]) -> set[int]:
+        ids = list(ids)
+        claimed: set[int] = set()
+        for start in range(0, len(ids), _SQL_VARS):  # within SQLite's variable limit
+            part = ids[start : start + _SQL_VARS]
+            marks = ",".join("?" * len(part))
+            rows = self._c.execute(
+                f"DELETE FROM pending_notifications WHERE id IN ({marks}) RETURNING id",  # noqa: S608 (only ? marks)
+                part,
+            ).fetchall()
+            claimed.update(int(r[0]) for r in rows)
+        return claimed
 
     def load_failover(self, failover_id: str) -> Failover | None:
         row = self._c.execute("SELECT doc FROM failovers WHERE id = ?", (failover_id,)).fetchone()
@@ -709,6 +725,7 @@ class SqliteStore:
                 row,
             )
             assert cur.lastrowid is not None
+            txn.conn.execute("INSERT INTO pending_notifications(id) VALUES (?)", (cur.lastrowid,))
             return cur.lastrowid
 
         return self.batched(insert)
@@ -734,8 +751,30 @@ class SqliteStore:
 
     def pending_notifications(self) -> int:
         self.check_file()
-        row = self._conn().execute("SELECT COUNT(*) FROM notifications WHERE processed = 0")
+        row = self._conn().execute("SELECT COUNT(*) FROM pending_notifications")
         return int(row.fetchone()[0])
+
+    def peek_notifications(
+        self, limit: int, known: Mapping[int, Notification] | None = None
+    ) -> list[StoredNotification]:
+        self.check_file()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT n.id, n.received_at, n.receiver, n.group_key, n.status, n.truncated, "
+                "n.alerts FROM pending_notifications p JOIN notifications n ON n.id = p.id "
+                "ORDER BY p.id LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
+        known = known or {}
+        return [
+            StoredNotification(row[0], row[1], known[row[0]])
+            if row[0] in known
+            else _notification(row)
+            for row in rows
+        ]
 
     def clock_anchor(self, boot_id: str, proposed: float) -> float:
         key = f"clock_offset:{boot_id}"
@@ -1066,8 +1105,9 @@ class SqliteStore:
         def old_notifications(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n "
-                "WHERE n.processed = 1 AND n.received_at < ? AND NOT EXISTS (SELECT 1 FROM "
-                "faults f WHERE f.source = 'notification' AND f.ref = CAST(n.id AS TEXT)) "
+                "WHERE n.received_at < ? AND NOT EXISTS (SELECT 1 FROM pending_notifications p "
+                "WHERE p.id = n.id) AND NOT EXISTS (SELECT 1 FROM faults f "
+                "WHERE f.source = 'notification' AND f.ref = CAST(n.id AS TEXT)) "
                 "ORDER BY n.id LIMIT ?)",
                 (note_cutoff, batch),
             ).rowcount

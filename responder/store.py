@@ -175,11 +175,9 @@ class StoreTxn(Protocol):
 
     def add_event(self, event: EventRecord) -> None: ...
 
-    def take_notifications(
-        self, limit: int, known: Mapping[int, Notification] | None = None
-    ) -> list[StoredNotification]:
-        """Unprocessed notifications, oldest first, marked processed on commit. Those in
-        `known` (recorded by this process, by id) are not decoded again."""
+    def claim_notifications(self, ids: Collection[int]) -> set[int]:
+        """Mark these notifications processed on commit; returns those not processed before
+        (another worker may have claimed some since they were peeked)."""
         ...
 
     def load_failover(self, failover_id: str) -> Failover | None: ...
@@ -214,6 +212,14 @@ class Store(Protocol):
 
     def pending_notifications(self) -> int:
         """Recorded deliveries not processed yet; raises when the store is unusable (health)."""
+        ...
+
+    def peek_notifications(
+        self, limit: int, known: Mapping[int, Notification] | None = None
+    ) -> list[StoredNotification]:
+        """Unprocessed notifications, oldest first, read (and decoded) without holding the
+        right to write; claim them in a transaction. Those in `known` (recorded by this
+        process, by id) are not decoded again."""
         ...
 
     def clock_anchor(self, boot_id: str, proposed: float) -> float:

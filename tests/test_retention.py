@@ -190,7 +190,7 @@ def test_prune_deletes_only_old_processed_notifications_without_a_fault(
     recent = _record(store, NOW - 6 * DAY, "recent")
     faulted = _record(store, NOW - 30 * DAY, "faulted")
     with store.transaction() as txn:
-        assert len(txn.take_notifications(10)) == 3
+        assert len(txn.claim_notifications([old, recent, faulted])) == 3
         txn.record_fault("mainnet-a", "notification", str(faulted), "boom", NOW, max_attempts=5)
     pending = _record(store, NOW - 100 * DAY, "pending")  # never processed: never deleted
 
@@ -206,7 +206,7 @@ def test_prune_measures_notifications_in_responder_time(store: SqliteStore) -> N
     """Notification age is counted on responder time (what received_at holds), not wall time."""
     note = _record(store, NOW - 8 * DAY, "n")
     with store.transaction() as txn:
-        txn.take_notifications(10)
+        assert txn.claim_notifications([note]) == {note}
 
     assert store.prune(NOW + 30 * DAY, **KEEP, now_responder=NOW - 2 * DAY).notifications == 0
     assert _exists(store, note)
