@@ -56,6 +56,21 @@ def _read_body(cap: int) -> bytes:
     InvalidChunkSize is no OSError, so werkzeug lets it through as a 500).
     """
     too_large = RequestEntityTooLarge(f"body exceeds max_body_bytes ({cap} bytes)")
+    length = request.content_length
+    if length is not None and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        if length > cap:
+            raise too_large
+        # One read of the declared length from the server's stream: werkzeug's wrapper would
+        # read it 64 KiB at a time, and each step copies what the server still buffers.
+        try:
+            body = request.environ["wsgi.input"].read(length) if length else b""
+        except Exception as exc:
+            raise BadRequest(f"request body is malformed ({type(exc).__name__})") from None
+        if len(body) != length:
+            raise BadRequest(
+                f"request body is incomplete: {len(body)} of the {length} bytes announced"
+            )
+        return body
     chunks: list[bytes] = []
     size = 0
     try:

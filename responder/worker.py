@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -154,6 +155,51 @@ class BufferingThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self._unsent: dict[socket.socket, tuple[int | None, float]] = {}  # see _linger
         self._lingering: dict[socket.socket, _Linger] = {}
         self._stop_deadline: float | None = None
+        self._accept_paused_until = 0.0  # see accept
+
+    # --- spreading connections over the workers ---------------------------------------------
+
+    accept_yield = 0.01  # seconds a busy worker leaves new connections to the others
+    resume_batch = 64  # connections taken at most when the yield ends (the rest: events)
+
+    def accept(self, listener: Any) -> None:
+        """Take a new connection, unless this worker already has one per thread and others
+        run beside it: then it stops watching the listener for `accept_yield`, so an idle
+        worker takes what arrives meanwhile, and takes whatever is still waiting afterwards
+        (a busy worker adds at most `accept_yield` to a connect).
+
+        All workers watch one listening socket and the first to wake takes each connection:
+        a burst of keep-alive connections (Alertmanager's, a load generator's) all landed on
+        one worker, which then did every request on one interpreter while the other idled.
+        """
+        if self.cfg.workers > 1 and self.nr_conns >= self.cfg.threads:
+            self._accept_paused_until = time.monotonic() + self.accept_yield
+            self.set_accept_enabled(False)
+            timer = threading.Timer(
+                self.accept_yield, self.method_queue.defer, (self._resume_accepting, listener)
+            )
+            timer.daemon = True
+            timer.start()
+            return
+        super().accept(listener)
+
+    def _resume_accepting(self, listener: Any) -> None:
+        """On the loop, once the yield is over: what no other worker took is this one's."""
+        if not self.alive:
+            return
+        for _ in range(self.resume_batch):
+            if self.nr_conns >= self.worker_connections:
+                break
+            before = self.nr_conns
+            super().accept(listener)  # gthread's: nothing waiting (EAGAIN) takes nothing
+            if self.nr_conns == before:
+                break
+        self.set_accept_enabled(self.nr_conns < self.worker_connections)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and time.monotonic() < self._accept_paused_until:
+            return  # yielding to the other workers (see accept)
+        super().set_accept_enabled(enabled)
 
     # --- the event loop: read requests without a thread -------------------------------------
 

@@ -6,6 +6,7 @@ background runner in this (worker) process.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -24,6 +25,22 @@ from .runner import Runner
 from .sqlite_store import SqliteStore
 
 log = logging.getLogger("responder.wsgi")
+
+GC_THRESHOLD = 10_000  # young objects before a collection (Python's default: 700)
+
+
+def _settle_heap() -> None:
+    """Move everything built at start-up out of the garbage collector's sight.
+
+    A big delivery allocates thousands of dicts, each allocation counts towards a collection,
+    and every full collection walks every live object: the config, the app, the imported
+    modules. Frozen, those are never walked again (they live as long as the worker anyway),
+    and a higher first threshold collects the young objects of a delivery in fewer, larger
+    passes. Cycles are still collected; only how often and over what changes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def app_from_env() -> Flask:
@@ -61,6 +78,7 @@ def app_from_env() -> Flask:
     )
     runner_box.append(runner)
     runner.start()
+    _settle_heap()
     log.info("worker %d started", os.getpid(), extra={"event": "start"})
     return app
 
