@@ -13,7 +13,18 @@ import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
 from .config import Config, Secret, Secrets
@@ -35,6 +46,20 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+_PAGE_PATHS = frozenset({"/", "/login", "/logout"})
+
+
+class _PageSessions(SecureCookieSessionInterface):
+    """Sessions for the status page's own paths only. Flask opens one for every request,
+    building a signer from the key each time: a webhook delivery or an API call paid for a
+    cookie it never carries."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path not in _PAGE_PATHS:
+            return None  # Flask then uses its null session, which is never saved
+        return super().open_session(app, request)
 
 
 def _tag(key: bytes, secret: Secret) -> str:
@@ -98,6 +123,7 @@ def register_status_page(
             logins.append(("read-only", secrets.readonly))
         key = hmac.new(operator.value.encode(), _KEY_LABEL, hashlib.sha256).digest()
         app.secret_key = key
+        app.session_interface = _PageSessions()
         app.config.update(
             SESSION_COOKIE_NAME="responder_session",
             SESSION_COOKIE_HTTPONLY=True,

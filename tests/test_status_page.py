@@ -145,6 +145,18 @@ def test_bearer_header_reads_the_page_without_a_session(h: Harness) -> None:
     assert bad.status_code == 403 and "Wrong token in the Authorization header" in text(bad)
 
 
+def test_the_session_lives_on_the_page_only(h: Harness) -> None:
+    """Requests outside the page carry no session: a logged-in cookie does not open one
+    there (no cookie is set or refreshed), and the page still knows the login after them."""
+    log_in(h, OPERATOR_TOKEN)
+    for path in ("/healthz", "/metrics", "/api/v1/pairs"):
+        resp = h.client.get(path)
+        assert "Set-Cookie" not in resp.headers, path
+    assert h.client.get("/api/v1/pairs").status_code == 401  # the cookie is no credential here
+    page = h.client.get("/")
+    assert page.status_code == 200 and "logged in: operator" in text(page)
+
+
 def test_logout_ends_the_session(h: Harness) -> None:
     """After /logout the page asks for a login again."""
     log_in(h, OPERATOR_TOKEN)
