@@ -77,8 +77,12 @@ def cutting_server() -> Iterator[int]:
     thread.start()
     yield listener.getsockname()[1]
     stop.set()
+    # close() alone leaves the thread blocked in accept(), which keeps the socket listening
+    # for the rest of the session: any later connection to this port got a 413
+    listener.shutdown(socket.SHUT_RDWR)
     listener.close()
     thread.join(5)
+    assert not thread.is_alive()
 
 
 def test_post_raw_tells_a_cut_body_from_a_read_one(cutting_server: int) -> None:

@@ -368,10 +368,11 @@ def test_drill_cli_against_the_running_responder(
 def test_broken_fence_level_blocks_only_when_no_level_checks_out(
     build: Callable[..., Harness],
     nodes: dict[str, FakeNode],
-    httpserver: HTTPServer,
+    pdu_server: HTTPServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Level 1's check answering 500 blocks (exit 3, naming node-a:fence-level-1) with node-a's API down, and only warns (exit 0) with it up."""
+    httpserver = pdu_server
     pdu = Pdu(httpserver, check_status=500)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: node-a's API is down
     nodes_down = [
@@ -404,10 +405,11 @@ def test_broken_fence_level_blocks_only_when_no_level_checks_out(
 def test_drill_with_no_verifiable_fence_level_fails(
     build: Callable[..., Harness],
     nodes: dict[str, FakeNode],
-    httpserver: HTTPServer,
+    pdu_server: HTTPServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """API down and the only extra level without a check: exit 3, "no fence level of node-a could be verified", the level a warning."""
+    httpserver = pdu_server
     pdu = Pdu(httpserver)
     dead = f"http://127.0.0.1:{free_port()}"
     h = build(
