@@ -32,6 +32,10 @@ still sending would reset the connection and the client would report a broken pi
 413: the rest of the body is read and discarded on the poller first, bounded in bytes and
 time (see `_linger`), as nginx's lingering close does.
 
+A worker that already has a connection per thread leaves new connections to the other
+workers for a moment (see `accept`), so a burst of keep-alive connections does not all land on
+the first worker to wake.
+
 It relies on the gthread design of gunicorn 24.1 and later (a main-thread event loop driven by
 enqueue_req/finish_request); TLS, HTTP/2 and the uwsgi protocol fall back to plain gthread.
 """
