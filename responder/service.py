@@ -340,14 +340,12 @@ class Responder:
         on its own: one that raises is kept for a retry with backoff, and the other pairs'
         shares go on.
         """
-        if self.store.pending_notifications() == 0:
-            return 0  # nothing recorded since: no write transaction
-        done: list[tuple[str, Decision]] = []
         with self._recent_lock:
             known = dict(self._recent)
         peeked = self.store.peek_notifications(batch, known)
         if not peeked:
-            return 0
+            return 0  # nothing recorded since: no write transaction
+        done: list[tuple[str, Decision]] = []
         routed = [(stored, self._route(stored.notification.alerts)) for stored in peeked]
         with self.store.transaction() as txn:
             claimed = txn.claim_notifications([stored.id for stored in peeked])
