@@ -28,7 +28,7 @@ from .config import (
     read_secret,
 )
 from .policy import config_drift
-from .sqlite_store import inspect_states
+from .store.sqlite import inspect_states
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 

@@ -22,7 +22,7 @@ from .config import Config, check_config_file, load_secrets
 from .drivers import build_nodes
 from .logs import setup_logging
 from .runner import Runner
-from .sqlite_store import SqliteStore
+from .store.sqlite import SqliteStore
 
 log = logging.getLogger("responder.wsgi")
 

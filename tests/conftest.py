@@ -19,7 +19,7 @@ from responder.clock import ManualClock
 from responder.config import Config, load_config, load_secrets
 from responder.drivers import build_nodes
 from responder.service import Responder
-from responder.sqlite_store import SqliteStore
+from responder.store.sqlite import SqliteStore
 from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess, free_port
 from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN

@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from responder.sqlite_store import SqliteStore
+from responder.store.sqlite import SqliteStore
 from tests.conftest import WEBHOOK_TOKEN, alert, notification
 from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess

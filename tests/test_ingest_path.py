@@ -17,8 +17,8 @@ import pytest
 from responder.alerts import Alert, Notification
 from responder.config import load_config
 from responder.policy import AlertsReceived, decide
-from responder.sqlite_store import SCHEMA, SCHEMA_VERSION, SqliteStore
 from responder.state import PairState
+from responder.store.sqlite import SCHEMA, SCHEMA_VERSION, SqliteStore
 from tests.conftest import base_config, write_config
 from tests.serverproc import ServerProcess, free_port
 

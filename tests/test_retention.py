@@ -20,9 +20,9 @@ from responder.policy import (
     Tick,
     decide,
 )
-from responder.sqlite_store import SqliteStore
 from responder.state import PairState, Phase
 from responder.store import PRUNE_BATCH, PRUNE_SLICE, EventRecord, Pruner
+from responder.store.sqlite import SqliteStore
 from tests.conftest import Harness, alert, base_config, notification
 
 NOW = 1_800_000_000.0

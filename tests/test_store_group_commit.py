@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from responder.alerts import Alert, Notification
-from responder.sqlite_store import SqliteStore, _Entry, _GroupCommit
 from responder.store import EventRecord
+from responder.store.sqlite import SqliteStore, _Entry, _GroupCommit
 
 T0 = 1_700_000_000.0
 

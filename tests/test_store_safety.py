@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from responder.sqlite_store import SqliteStore
 from responder.store import StoreReplaced
+from responder.store.sqlite import SqliteStore
 from tests.conftest import WEBHOOK_TOKEN, Harness, alert, notification
 from tests.serverproc import ServerProcess
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from responder import sqlite_store
 from responder.failover import Failover, Step
-from responder.sqlite_store import SCHEMA, SCHEMA_VERSION, SchemaTooNew, SqliteStore
 from responder.store import EventRecord
+from responder.store import sqlite as sqlite_store
+from responder.store.sqlite import SCHEMA, SCHEMA_VERSION, SchemaTooNew, SqliteStore
 
 T0 = 1_700_000_000.0
 # The schema as databases from before versions had it: no failovers.wake_at.

@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from responder.sqlite_store import SqliteStore
+from responder.store.sqlite import SqliteStore
 from tests.chaos import scenarios as S
 from tests.chaos import world as w
 from tests.chaos.inprocess import Run, claims, config_data, write_config

@@ -2,7 +2,7 @@
 
 Everything the policy relies on for safety lives behind `Store.transaction()`: one
 serialisable, all-or-nothing unit across threads, processes (gunicorn workers) and, with a
-distributed backend, replicas. SQLite implements it in `sqlite_store`.
+distributed backend, replicas. SQLite implements it in `store.sqlite`, etcd in `store.etcd`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from .alerts import Notification
-from .clock import Timebase
-from .config import RetentionConfig
-from .failover import Failover
-from .observation import NodeObservation
-from .state import PairState
+from ..alerts import Notification
+from ..clock import Timebase
+from ..config import RetentionConfig
+from ..failover import Failover
+from ..observation import NodeObservation
+from ..state import PairState
 
 log = logging.getLogger("responder.store")
 

@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .alerts import Alert, Notification
-from .failover import Failover
-from .observation import NodeObservation
-from .state import PairState
-from .store import (
+from ..alerts import Alert, Notification
+from ..failover import Failover
+from ..observation import NodeObservation
+from ..state import PairState
+from . import (
     EventRecord,
     InFlightError,
     JournalEntry,
