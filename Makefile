@@ -16,12 +16,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Prometheus, promtool, Alertmanager and amtool from Debian, installed only when missing
-# (test-packages adds Chromium and ChromeDriver for the status page's browser test).
+# (test-packages adds Chromium and ChromeDriver for the status page's browser test, wrk, and
+# etcd for the replicas in HA).
 system-packages:
 	bash scripts/system-packages.sh
 
 test-packages:
-	bash scripts/system-packages.sh --browser --bench
+	bash scripts/system-packages.sh --browser --bench --etcd
 
 bench-packages:
 	bash scripts/system-packages.sh --bench

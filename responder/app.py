@@ -18,11 +18,12 @@ from .alerts import PayloadError, decode_json, parse_notification
 from .clock import Clock
 from .config import Config, Secret, Secrets
 from .drivers import NodeHandle
+from .leadership import Leadership, SoleReplica
 from .metrics import Metrics, StateCollector, exposition
 from .policy import Acknowledge, Pause, Rejected, Resume
 from .service import Responder, failover_summary, step_timings
 from .statuspage import register_status_page
-from .store import Store
+from .store import LeaseLost, Store
 
 log = logging.getLogger("responder.app")
 
@@ -120,6 +121,7 @@ def create_app(
     secrets: Secrets,
     owner: str = "local",
     on_recorded: Callable[[], None] | None = None,
+    leadership: Leadership | None = None,
 ) -> Flask:
     """Build the app around injected dependencies; starts no threads and touches no network."""
     metrics = Metrics(registry)
@@ -129,7 +131,9 @@ def create_app(
     webhook_auth = _bearer_check(secrets.webhook)
     operator_auth = _bearer_check(secrets.operator)
 
+    leader_view = leadership or SoleReplica()
     app = Flask("responder")
+    app.extensions["leadership"] = leader_view
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["responder"] = responder
 
@@ -148,6 +152,14 @@ def create_app(
             )
             return _error(
                 400, "request could not be decoded (nested too deep or not valid Unicode)"
+            )
+        if isinstance(exc, LeaseLost):  # a follower replica was asked to change something
+            log.warning("request refused: %s", exc, extra={"status": 503, "path": request.path})
+            view = leader_view.view()
+            return _error(
+                503,
+                f"this replica does not lead, so it changes nothing: {exc}; send the request "
+                f"to the leader ({view.get('leader') or 'none now'})",
             )
         log.exception("unexpected error", extra={"status": 500, "path": request.path})
         return _error(500, "internal error; the responder log has the details")
@@ -208,11 +220,18 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Response:
+        view = leader_view.view()
+        if "error" in view:  # etcd unreachable: this replica neither records nor acts
+            resp = jsonify({**view, "status": "unavailable"})
+            resp.status_code = 503
+            return resp
         try:
             pending = store.pending_notifications()
         except Exception as exc:
-            return _error(503, f"store unavailable: {type(exc).__name__}")
-        return jsonify({"status": "ok", "pending_notifications": pending})
+            resp = jsonify({**view, "error": f"store unavailable: {type(exc).__name__}"})
+            resp.status_code = 503
+            return resp
+        return jsonify({"status": "ok", "pending_notifications": pending, **view})
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

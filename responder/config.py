@@ -460,10 +460,73 @@ class RetentionConfig(_Frozen):
     failovers: Duration = Field(default=90 * 86400.0, gt=0)  # finished ones and their journals
 
 
+class EtcdTlsConfig(_Frozen):
+    """TLS to etcd: a private CA, and a client certificate when etcd runs --client-cert-auth
+    (etcd then authenticates the replica by the certificate's common name)."""
+
+    ca_file: ConfigPath | None = None
+    cert_file: ConfigPath | None = None
+    key_file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> EtcdTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "cert_file and key_file go together (a client certificate and its key)"
+            )
+        return self
+
+
+ETCD_MARGIN = 1.0  # seconds: etcd reports a lease's time left rounded up to whole seconds
+
+
+class StateConfig(_Frozen):
+    """Where the responder keeps its state: the embedded SQLite file in `state_dir` (one
+    machine), or etcd shared by several replicas of which one acts (docs/ha.md)."""
+
+    backend: Literal["sqlite", "etcd"] = "sqlite"
+    endpoints: tuple[str, ...] = ()  # etcd client URLs, tried in order
+    prefix: str = Field(default="/responder/", pattern=r"^/[^\s]*/$")
+    lease_ttl: Duration = Field(default=15.0, ge=5.0, le=3600.0)  # whole seconds
+    timeout: Duration = Field(default=2.0, gt=0)  # one etcd request
+    replica: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    max_txn_ops: int = Field(default=128, ge=16)  # etcd's --max-txn-ops (default 128)
+    tls: EtcdTlsConfig = EtcdTlsConfig()
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL without a path")
+        return tuple(url.rstrip("/") for url in value)
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _whole(cls, value: float) -> float:
+        if value != int(value):
+            raise ValueError("etcd grants leases in whole seconds, e.g. 15s")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_keys(self) -> StateConfig:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError("backend etcd needs endpoints, e.g. [http://127.0.0.1:2379]")
+        if self.backend == "sqlite" and (
+            self.endpoints or self.replica or self.tls != EtcdTlsConfig()
+        ):
+            raise ValueError(
+                "endpoints, replica and tls are for backend: etcd; the sqlite backend keeps its "
+                "file in state_dir"
+            )
+        return self
+
+
 class Config(_Frozen):
     listen: str = "127.0.0.1:9095"
     dry_run: bool = False
     state_dir: ConfigPath = Field(default="var", validate_default=True)
+    state: StateConfig = StateConfig()
     auth: AuthConfig | Literal["none"]
     pairs: tuple[PairConfig, ...] = Field(min_length=1)
     # Alertmanager with max_alerts: 0 sends whole groups: 10,000 alerts are ~4.7 MB
@@ -508,6 +571,24 @@ class Config(_Frozen):
             )
         return pairs
 
+    @model_validator(mode="after")
+    def _lease_covers_calls(self) -> Config:
+        """With etcd, the leader's lease must outlast any node call it starts (like Patroni's
+        loop_wait + 2 * retry_timeout <= ttl): before each call the lease is renewed, and the
+        call is refused unless the lease holds for the call's whole deadline."""
+        if self.state.backend != "etcd":
+            return self
+        longest, where = node_call_deadline(self)
+        needed = longest + 2 * self.state.timeout + ETCD_MARGIN
+        if needed > self.state.lease_ttl:
+            raise ValueError(
+                f"state.lease_ttl {self.state.lease_ttl:g}s is too short for {where}, a node "
+                f"call of up to {longest:g}s: it needs lease_ttl >= longest node call + 2 x "
+                f"state.timeout + {ETCD_MARGIN:g}s = {needed:g}s (raise lease_ttl or lower "
+                "that timeout)"
+            )
+        return self
+
     def pair(self, name: str) -> PairConfig:
         found = self._pairs_by_name.get(name)
         if found is None:
@@ -526,6 +607,25 @@ class Config(_Frozen):
     @property
     def db_path(self) -> Path:
         return self.state_dir / "responder.sqlite3"
+
+
+def node_call_deadline(config: Config) -> tuple[float, str]:
+    """The longest a single node call of a failover can take (a driver call, or a fence
+    level), and which key sets it."""
+    longest, where = 0.0, ""
+    for p_i, pair in enumerate(config.pairs):
+        for n_i, node in enumerate(pair.nodes):
+            d = node.driver
+            total = d.timeout + (0.0 if isinstance(d, CommandDriverConfig) else d.connect_timeout)
+            if total > longest:
+                longest, where = total, f"pairs[{p_i}].nodes[{n_i}].driver"
+            for l_i, level in enumerate(node.fence_levels):
+                total = level.timeout + (
+                    level.connect_timeout if isinstance(level, HttpFenceConfig) else 0.0
+                )
+                if total > longest:
+                    longest, where = total, f"pairs[{p_i}].nodes[{n_i}].fence_levels[{l_i}]"
+    return longest, where
 
 
 _UNION_TAGS = {"http", "command", "ethereum-keymanager"}

@@ -32,7 +32,7 @@ from .observation import NodeObservation
 from .policy import Event, FailoverEnded, NodeFenced, NodeInDoubt, decide, reconcile
 from .readiness import check_json, guarded
 from .state import PairState
-from .store import EventRecord, Store, StoreTxn
+from .store import EventRecord, LeaseLost, Store, StoreTxn
 
 log = logging.getLogger("responder.executor")
 
@@ -45,8 +45,8 @@ def _guard(call: Callable[[], T]) -> T:
     """Run a driver call; any exception is a failed step, never a failover stuck mid-way."""
     try:
         return call()
-    except DriverError:
-        raise
+    except (DriverError, LeaseLost):
+        raise  # a lost lease stops the failover here: no further call, no step recorded
     except Exception as exc:
         log.exception("driver raised %s; treated as a failed step", type(exc).__name__)
         raise DriverError(f"{type(exc).__name__}: {exc}") from exc

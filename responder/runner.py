@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from .failover import Failover
+from .leadership import Leadership, SoleReplica
 from .service import Responder
-from .store import Pruner, StoreReplaced
+from .store import LeaseLost, Pruner, StoreReplaced
 
 log = logging.getLogger("responder.runner")
 
@@ -43,8 +44,16 @@ SPREAD_ABOVE = 30  # read-only rounds: spread the first ones when there are more
 
 
 class Runner:
-    def __init__(self, responder: Responder, *, poll_interval: float, lease: float) -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        poll_interval: float,
+        lease: float,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.responder = responder
+        self.leadership = leadership or SoleReplica()
         self.poll_interval = poll_interval
         self.lease = lease
         self._wake = threading.Event()
@@ -62,6 +71,7 @@ class Runner:
         self._running_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self._rounds_wait_until = 0.0  # monotonic: rounds queued earlier skip until then
+        self._led = False  # pair states ensured since this replica last became the leader
 
     def wake(self) -> None:
         """Called after a delivery or operator request is recorded."""
@@ -92,7 +102,15 @@ class Runner:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if not self.leadership.acting():  # a follower records deliveries, nothing more
+                self._led = False
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+                continue
             try:
+                if not self._led:  # this replica just became the leader
+                    self.responder.ensure_pairs()
+                    self._led = True
                 while self.responder.process_notifications() > 0:
                     pass  # drain a burst in short transactions before looking at deadlines
                 self.responder.retry_faults()
@@ -132,6 +150,12 @@ class Runner:
         def execute() -> None:
             try:
                 self.responder.execute(failover)
+            except LeaseLost as exc:  # another replica leads now: it resumes this failover
+                log.warning(
+                    "failover stopped before its next step: %s",
+                    exc,
+                    extra={"failover_id": failover.id},
+                )
             except Exception:
                 log.exception("failover stopped; another owner resumes it after the lease")
             finally:
@@ -196,6 +220,9 @@ class Runner:
                 self._look_again[key] = start + min(interval / 2, 5.0) * i / len(jobs)
         deferred_since: float | None = None
         while not self._stop.is_set():
+            if not self.leadership.acting():  # followers run no rounds (drills mutate)
+                self._stop.wait(min(1.0, self.poll_interval))
+                continue
             now = time.monotonic()
             with self._running_lock:
                 busy = bool(self._running)

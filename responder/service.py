@@ -157,11 +157,16 @@ class Responder:
         self._tick_offset = zlib.crc32(owner.encode())
         self._recent: dict[int, Notification] = {}  # recorded here, not yet processed
         self._recent_lock = threading.Lock()
-        self._ensure_pairs()
+        try:
+            self.ensure_pairs()
+        except LeaseLost as exc:  # a follower replica: the leader keeps the pairs' states
+            log.info("pair states left to the leader: %s", exc)
 
     # ---- state plumbing -------------------------------------------------------------------
 
-    def _ensure_pairs(self) -> None:
+    def ensure_pairs(self) -> None:
+        """Every configured pair has a state, reconciled with the config (at start-up, and
+        again by a replica that becomes the leader)."""
         now = self.time.now()
         with self.store.transaction() as txn:
             for pair in self.config.pairs:

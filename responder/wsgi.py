@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import uuid
+from typing import Any
 
 from flask import Flask
 from prometheus_client import CollectorRegistry
@@ -19,9 +20,12 @@ from prometheus_client import CollectorRegistry
 from .app import create_app
 from .clock import SystemClock
 from .config import Config, check_config_file, load_secrets
-from .drivers import build_nodes
+from .drivers import build_nodes, guard_nodes
+from .leadership import EtcdLeadership, Leadership, SoleReplica
 from .logs import setup_logging
 from .runner import Runner
+from .store import Store
+from .store.etcd import EtcdStore
 from .store.sqlite import SqliteStore
 
 log = logging.getLogger("responder.wsgi")
@@ -59,13 +63,14 @@ def app_from_env() -> Flask:
             "auth: none - the webhook and the control API accept unauthenticated requests; "
             "use this only in a lab"
         )
-    store = SqliteStore(config.db_path)
+    store, nodes, leadership = _state(config)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     runner_box: list[Runner] = []
     app = create_app(
         config,
         store=store,
-        nodes=build_nodes(config),
+        nodes=nodes,
+        leadership=leadership,
         registry=CollectorRegistry(),
         clock=SystemClock(),
         secrets=secrets,
@@ -73,13 +78,35 @@ def app_from_env() -> Flask:
         on_recorded=lambda: runner_box[0].wake() if runner_box else None,
     )
     runner = Runner(
-        app.extensions["responder"], poll_interval=config.poll_interval, lease=config.failover_lease
+        app.extensions["responder"],
+        poll_interval=config.poll_interval,
+        lease=config.failover_lease,
+        leadership=leadership,
     )
     runner_box.append(runner)
+    leadership.start()
     runner.start()
     _settle_heap()
     log.info("worker %d started", os.getpid(), extra={"event": "start"})
     return app
+
+
+def replica_name(config: Config) -> str:
+    """state.replica, else this host and the port it serves: unique per `responder serve`."""
+    if config.state.replica:
+        return config.state.replica
+    bind = os.environ.get("RESPONDER_BIND", config.listen)
+    return f"{socket.gethostname()}:{bind.rpartition(':')[2]}"
+
+
+def _state(config: Config) -> tuple[Store, dict[tuple[str, str], Any], Leadership]:
+    """The store, the node handles and who acts, for the configured backend."""
+    nodes = build_nodes(config)
+    if config.state.backend == "etcd":
+        etcd = EtcdStore(config.state, replica_name(config), config.state_dir)
+        leadership = EtcdLeadership(etcd, etcd.lockfile.with_suffix(".campaign"))
+        return etcd, guard_nodes(config, nodes, etcd), leadership
+    return SqliteStore(config.db_path), nodes, SoleReplica()
 
 
 def startup_summary(config: Config, bind: str, workers: int) -> str:
@@ -99,7 +126,13 @@ def startup_summary(config: Config, bind: str, workers: int) -> str:
         )
     )
     auth = "none (unauthenticated, lab only)" if config.auth == "none" else "bearer tokens"
+    state = (
+        f"etcd {', '.join(config.state.endpoints)} prefix {config.state.prefix} as replica "
+        f"{replica_name(config)} (lease {config.state.lease_ttl:g}s)"
+        if config.state.backend == "etcd"
+        else f"sqlite {config.db_path}"
+    )
     return (
         f"responder listening on http://{bind} with {workers} workers; pairs: {pairs}; "
-        f"dry-run: {dry}; state: sqlite {config.db_path}; auth: {auth}"
+        f"dry-run: {dry}; state: {state}; auth: {auth}"
     )

@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite runs for real: `prometheus` (prometheus, promtool),
 # `prometheus-alertmanager` (prometheus-alertmanager, amtool), with `--browser` `chromium`
 # with `chromium-driver` (chromium, chromedriver) for the status page's browser test, and with
-# `--bench` `wrk`, the load generator of `make bench` (and of its share in the test suite).
+# `--bench` `wrk`, the load generator of `make bench` (and of its share in the test suite), and
+# with `--etcd` `etcd-server` (etcd), the coordination store of replicas in HA (docs/ha.md).
 #
 # Idempotent: does nothing when every binary is already on PATH. Works as root without a TTY
 # (CI), or through sudo. The tests start their own Prometheus and Alertmanager on free loopback
@@ -26,8 +27,13 @@ for flag in "$@"; do
       PACKAGES+=(wrk)
       BINARIES+=(wrk)
       ;;
+    --etcd)
+      PACKAGES+=(etcd-server)
+      BINARIES+=(etcd)
+      SERVICES+=(etcd)
+      ;;
     *)
-      echo "system-packages: unknown option $flag (--browser, --bench)" >&2
+      echo "system-packages: unknown option $flag (--browser, --bench, --etcd)" >&2
       exit 2
       ;;
   esac
@@ -89,13 +95,14 @@ elif command -v service >/dev/null 2>&1; then
   done
 fi
 # Without a service manager the daemons can only have come from the packages' init scripts,
-# which run them as the `prometheus` system user: stop those by PID.
-if id prometheus >/dev/null 2>&1; then
-  for pid in $(pgrep -u prometheus '^prometheus' || true); do
+# which run them as the `prometheus` or `etcd` system user: stop those by PID.
+for user in prometheus etcd; do
+  id "$user" >/dev/null 2>&1 || continue
+  for pid in $(pgrep -u "$user" '^(prometheus|etcd)' || true); do
     echo "system-packages: stopping package daemon $pid ($(ps -o comm= -p "$pid" || true))"
     "${as_root[@]}" kill "$pid" || true
   done
-fi
+done
 
 for bin in "${BINARIES[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || {

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, KeymanagerDriverConfig, NodeConfig, PairConfig
+from ..config import Config, HttpFenceConfig, KeymanagerDriverConfig, NodeConfig, PairConfig
 from .base import (
     ActionContext,
     Check,
@@ -18,6 +18,7 @@ from .base import (
     StepResult,
 )
 from .command import CommandDriver, CommandFencer
+from .guarded import GuardedDriver, GuardedFencer, LeaseGuard
 from .http import HttpDriver, HttpFencer
 from .keymanager import KeymanagerDriver
 
@@ -32,6 +33,7 @@ __all__ = [
     "PlannedCall",
     "StepResult",
     "build_nodes",
+    "guard_nodes",
 ]
 
 DRIVERS: dict[str, Callable[[PairConfig, NodeConfig], NodeDriver]] = {
@@ -75,3 +77,26 @@ def build_nodes(config: Config) -> dict[tuple[str, str], NodeHandle]:
         for pair in config.pairs
         for node in pair.nodes
     }
+
+
+def guard_nodes(
+    config: Config, nodes: dict[tuple[str, str], NodeHandle], guard: LeaseGuard
+) -> dict[tuple[str, str], NodeHandle]:
+    """The same handles, each node call first proving the lease (replicas on etcd)."""
+    guarded = {}
+    for pair in config.pairs:
+        for node in pair.nodes:
+            handle = nodes[(pair.name, node.name)]
+            fencers = tuple(
+                GuardedFencer(
+                    fencer,
+                    level.timeout
+                    + (level.connect_timeout if isinstance(level, HttpFenceConfig) else 0.0),
+                    guard,
+                )
+                for fencer, level in zip(handle.fencers, node.fence_levels, strict=True)
+            )
+            guarded[(pair.name, node.name)] = NodeHandle(
+                driver=GuardedDriver(handle.driver, guard), fencers=fencers
+            )
+    return guarded
