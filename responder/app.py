@@ -19,7 +19,7 @@ from .clock import Clock
 from .config import Config, Secret, Secrets
 from .drivers import NodeHandle
 from .leadership import Leadership, SoleReplica
-from .metrics import Metrics, StateCollector, exposition
+from .metrics import LeaderCollector, Metrics, StateCollector, exposition
 from .policy import Acknowledge, Pause, Rejected, Resume
 from .service import Responder, failover_summary, step_timings
 from .statuspage import register_status_page
@@ -134,6 +134,7 @@ def create_app(
     leader_view = leadership or SoleReplica()
     app = Flask("responder")
     app.extensions["leadership"] = leader_view
+    leader_collector = LeaderCollector(leader_view.view)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["responder"] = responder
 
@@ -235,7 +236,9 @@ def create_app(
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
-        return Response(exposition(registry, state_collector), mimetype=CONTENT_TYPE_LATEST)
+        return Response(
+            exposition(registry, state_collector, leader_collector), mimetype=CONTENT_TYPE_LATEST
+        )
 
     def operator_guard() -> Response | None:
         denied = operator_auth()
@@ -249,6 +252,13 @@ def create_app(
         if (denied := operator_guard()) is not None:
             return denied
         return jsonify({"pairs": responder.status()})
+
+    @app.get("/api/v1/leader")
+    def leader() -> Response:
+        """Which replica leads and since when (on SQLite: this one, always)."""
+        if (denied := operator_guard()) is not None:
+            return denied
+        return jsonify(leader_view.view())
 
     @app.get("/api/v1/events")
     def events() -> Response:

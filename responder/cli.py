@@ -28,13 +28,22 @@ from .config import (
     read_secret,
 )
 from .policy import config_drift
+from .store.etcd import EtcdStore, EtcdUnavailable
 from .store.sqlite import inspect_states
 
 DEFAULT_URL = "http://127.0.0.1:9095"
 
 
 def _drift(config: Config, state_dir: str | None) -> list[str]:
-    """What the config would hold against an existing state dir (empty when there is none)."""
+    """What the config would hold against an existing state (empty when there is none)."""
+    if config.state.backend == "etcd":
+        store = EtcdStore(config.state, "check-config", config.state_dir)
+        try:
+            states = {s.pair: s for s in store.list_pairs()}
+            return config_drift(states, store.unfinished(), config.pairs)
+        except EtcdUnavailable as exc:
+            print(f"warning: stored state not compared: {exc}", file=sys.stderr)
+            return []
     db = Path(state_dir) / config.db_path.name if state_dir else config.db_path
     if not db.exists():
         return []

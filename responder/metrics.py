@@ -9,7 +9,8 @@ whichever worker answers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -286,7 +287,40 @@ class _ZeroFailovers(Collector):
                     family.add_sample(total, {"pair": pair, "outcome": outcome}, 0.0)
 
 
-def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:
+class LeaderCollector(Collector):
+    """Which replica leads and since when, read at scrape time (docs/ha.md)."""
+
+    def __init__(self, view: Callable[[], Mapping[str, Any]]) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        replica = str(view.get("replica", "local"))
+        leads = GaugeMetricFamily(
+            "responder_replica_leader",
+            "1 if this replica leads (runs deadlines, failovers and every mutating node call).",
+            labels=["replica"],
+        )
+        leads.add_metric([replica], 1.0 if view.get("role") == "leader" else 0.0)
+        yield leads
+        up = GaugeMetricFamily(
+            "responder_state_up",
+            "1 if the state backend answers; 0 means this replica neither records nor acts.",
+            labels=["backend"],
+        )
+        up.add_metric([str(view.get("backend", ""))], 0.0 if "error" in view else 1.0)
+        yield up
+        if view.get("leader") is not None and view.get("leader_since") is not None:
+            since = GaugeMetricFamily(
+                "responder_leader_since_timestamp_seconds",
+                "Wall-clock time the current leader took the leader key.",
+                labels=["leader"],
+            )
+            since.add_metric([str(view["leader"])], float(view["leader_since"]))
+            yield since
+
+
+def exposition(registry: CollectorRegistry, state: StateCollector, *more: Collector) -> bytes:
     """The /metrics body: this process's (or all workers') counters plus the state gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         scrape = CollectorRegistry()
@@ -296,4 +330,6 @@ def exposition(registry: CollectorRegistry, state: StateCollector) -> bytes:
     body = generate_latest(_ZeroFailovers(scrape, state.pairs))
     extra = CollectorRegistry()
     extra.register(state)
+    for collector in more:
+        extra.register(collector)
     return body + generate_latest(extra)

@@ -103,7 +103,8 @@ def _state(config: Config) -> tuple[Store, dict[tuple[str, str], Any], Leadershi
     """The store, the node handles and who acts, for the configured backend."""
     nodes = build_nodes(config)
     if config.state.backend == "etcd":
-        etcd = EtcdStore(config.state, replica_name(config), config.state_dir)
+        triggers = {t for pair in config.pairs for t in pair.policy.triggers}
+        etcd = EtcdStore(config.state, replica_name(config), config.state_dir, triggers=triggers)
         leadership = EtcdLeadership(etcd, etcd.lockfile.with_suffix(".campaign"))
         return etcd, guard_nodes(config, nodes, etcd), leadership
     return SqliteStore(config.db_path), nodes, SoleReplica()

@@ -24,7 +24,7 @@ from tests.conftest import alert, base_config, notification, write_config
 from tests.etcdproc import EtcdProcess
 from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess, free_port
-from tests.tokens import NODE_TOKEN, WEBHOOK_TOKEN
+from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
 
 LEASE_TTL = 10  # seconds; node calls here take at most 2s + 2s (see _lease_covers_calls)
 
@@ -152,6 +152,19 @@ def test_duplicates_to_all_replicas_make_one_failover(
             assert status == 200, body
             assert body["role"] == ("leader" if name == leader else "follower"), body
             assert body["leader"] == leader
+    follower = next(name for name in replicas.servers if name != leader)
+    # operator changes go to the leader; a follower refuses them and names it
+    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    refused = requests.post(
+        replicas.servers[follower].url + "/api/v1/pairs/mainnet-a/pause", headers=headers, timeout=5
+    )
+    assert refused.status_code == 503 and leader in refused.json()["error"], refused.text
+    assert replicas.servers[follower].api("/api/v1/leader")["leader"] == leader
+    metrics = requests.get(replicas.servers[leader].url + "/metrics", timeout=5).text
+    assert f'responder_replica_leader{{replica="{leader}"}} 1.0' in metrics
+    metrics = requests.get(replicas.servers[follower].url + "/metrics", timeout=5).text
+    assert f'responder_replica_leader{{replica="{follower}"}} 0.0' in metrics
+    assert f'responder_leader_since_timestamp_seconds{{leader="{leader}"}}' in metrics
     ids = set()
     for name in replicas.servers:  # Alertmanager's HA peers each send the same group
         resp = replicas.deliver(name, FAULT)

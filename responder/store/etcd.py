@@ -66,6 +66,8 @@ log = logging.getLogger("responder.store")
 T = TypeVar("T")
 
 DEDUP_WINDOW = 300.0  # seconds: a delivery equal to one recorded this recently is that one
+# one delivery's alerts in one etcd value, below etcd's default --max-request-bytes (1.5 MiB)
+MAX_DELIVERY_BYTES = 1_000_000
 RECORD_TRIES = 50  # concurrent recorders retry their compare-and-swap of the id counter
 
 
@@ -429,17 +431,22 @@ class EtcdStore:
         *,
         client: EtcdClient | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        triggers: Collection[str] | None = None,
     ) -> None:
+        """`triggers`: the alert names the pairs act on; a delivery too big for one etcd
+        value keeps only those (None: every alert, or a clear refusal)."""
         self.state = state
         self.prefix = state.prefix
         self.replica = replica
         self.client = client or EtcdClient(state)
         self.leader_key = f"{self.prefix}leader"
         self.max_ops = state.max_txn_ops
+        self.triggers = None if triggers is None else frozenset(triggers)
+        # the epoch of the last commit: the condition of the next one (etcd checks it)
+        self._epoch: int | None = None
         self._monotonic = monotonic
         self._writer = threading.RLock()
         self._local = threading.local()
-        lock_dir.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(f"{self.prefix}|{','.join(state.endpoints)}".encode()).hexdigest()
         self.lockfile = lock_dir / f".etcd-{digest[:16]}.lock"
         self._lock_fd: tuple[int, int] | None = None
@@ -530,6 +537,7 @@ class EtcdStore:
     def _flock_fd(self) -> int:
         pid = os.getpid()
         if self._lock_fd is None or self._lock_fd[0] != pid:
+            self.lockfile.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._lock_fd = (pid, fd)
         return self._lock_fd[1]
@@ -568,10 +576,12 @@ class EtcdStore:
                 f"({self.max_ops}); nothing written: raise etcd's --max-txn-ops and "
                 "state.max_txn_ops together"
             )
-        epoch = self.epoch()
+        epoch = self._epoch or self.epoch()
         ok, _ = self.client.txn([cmp_epoch(self.leader_key, epoch)], ops)
         if not ok:
+            self._epoch = None  # the next transaction asks etcd who leads
             raise NotLeader(f"replica {self.replica} lost the leader key; nothing written")
+        self._epoch = epoch
 
     def batched(self, fn: Callable[[_EtcdTxn], T]) -> T:
         with self.transaction() as txn:
@@ -580,6 +590,23 @@ class EtcdStore:
     # -- deliveries (every replica)
     def record_notification(self, received_at: float, notification: Notification) -> int:
         alerts = encode_alerts(notification.alerts)
+        if len(alerts) > MAX_DELIVERY_BYTES and self.triggers is not None:
+            # only trigger alerts are ever read (the policy ignores every other alert)
+            kept = [a for a in notification.alerts if a.alertname in self.triggers]
+            log.info(
+                "delivery of %d alerts (%d bytes compact) too big for one etcd value: "
+                "recording its %d trigger alerts",
+                len(notification.alerts),
+                len(alerts),
+                len(kept),
+            )
+            alerts = encode_alerts(kept)
+        if len(alerts) > MAX_DELIVERY_BYTES:
+            raise EtcdUnavailable(
+                f"a delivery of {len(notification.alerts)} alerts ({len(alerts)} bytes compact) "
+                f"exceeds the {MAX_DELIVERY_BYTES} bytes one etcd value may hold here: set "
+                "max_alerts on the Alertmanager receiver"
+            )
         digest = hashlib.sha256(
             json.dumps(
                 [notification.receiver, notification.group_key, notification.status, alerts]
@@ -826,6 +853,15 @@ class EtcdStore:
             for key, raw in self._scan(prefix)
             for d in [json.loads(raw)]
         ]
+
+    def unfinished(self) -> dict[str, tuple[str | None, str]]:
+        """pair -> (source, target) of its unfinished failover (as inspect_states)."""
+        out = {}
+        for row in self._failover_rows():
+            f = Failover.from_json(row["doc"])
+            if not f.step.terminal:
+                out[f.pair] = (f.source, f.target)
+        return out
 
     # -- failover leases (inside the leader; a new leader takes over an old leader's)
     def _claimable(self, row: Mapping[str, Any], now: float, epoch: int, due_only: bool) -> bool:
