@@ -18,6 +18,7 @@ from flask import (
     Flask,
     Request,
     Response,
+    current_app,
     redirect,
     render_template,
     request,
@@ -106,6 +107,22 @@ def _events(store: Store, pair: str) -> list[dict[str, Any]]:
     ]
 
 
+def _leader_line(leadership: Any) -> str | None:
+    """Replicas on etcd: who leads, since when, and whether this replica is it."""
+    if leadership is None:
+        return None
+    view = leadership.view()
+    if view.get("backend") != "etcd":
+        return None
+    if "error" in view:
+        return f"replica {view['replica']}: {view['error']}; no replica acts through it"
+    if view.get("leader") is None:
+        return f"replica {view['replica']}: no replica leads now"
+    since = iso(float(view["leader_since"]))
+    this = "this replica" if view["role"] == "leader" else f"not this one ({view['replica']})"
+    return f"leader: replica {view['leader']} since {since} ({this})"
+
+
 def register_status_page(
     app: Flask, responder: Responder, store: Store, secrets: Secrets, config: Config
 ) -> None:
@@ -190,6 +207,7 @@ def register_status_page(
             role=role,
             dry_run=config.dry_run,
             generated=iso(responder.clock.now()),
+            leader=_leader_line(current_app.extensions.get("leadership")),
         )
 
     @page.route("/login", methods=["GET", "POST"])

@@ -165,6 +165,12 @@ def test_duplicates_to_all_replicas_make_one_failover(
     metrics = requests.get(replicas.servers[follower].url + "/metrics", timeout=5).text
     assert f'responder_replica_leader{{replica="{follower}"}} 0.0' in metrics
     assert f'responder_leader_since_timestamp_seconds{{leader="{leader}"}}' in metrics
+    browser = requests.Session()  # the status page names the leader on every replica
+    browser.post(
+        replicas.servers[follower].url + "/login", data={"token": OPERATOR_TOKEN}, timeout=5
+    )
+    page = browser.get(replicas.servers[follower].url + "/", timeout=5).text
+    assert f"leader: replica {leader} since" in page and f"not this one ({follower})" in page
     ids = set()
     for name in replicas.servers:  # Alertmanager's HA peers each send the same group
         resp = replicas.deliver(name, FAULT)
