@@ -67,3 +67,30 @@ def test_constraints_pin_every_runtime_dependency_within_its_range() -> None:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is not pinned in constraints.txt"
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {spec}"
+
+
+def test_ha_example_is_a_valid_etcd_replica_config() -> None:
+    """examples/ha/responder.yml: an etcd replica whose lease covers its node calls."""
+    config = load_config(ROOT / "examples" / "ha" / "responder.yml")
+    assert config.state.backend == "etcd"
+    assert config.state.replica == "responder-1"
+    assert config.state.lease_ttl == 15.0 and config.state.prefix == "/responder/mainnet/"
+
+
+def test_ha_alertmanager_receiver_lists_three_replicas() -> None:
+    """examples/ha/alertmanager-receiver.yml passes amtool and sends to every replica."""
+    import shutil  # noqa: PLC0415 - amtool only here
+    import subprocess  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    path = ROOT / "examples" / "ha" / "alertmanager-receiver.yml"
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "make test installs amtool (prometheus-alertmanager)"
+    proc = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load(path.read_text())["receivers"]}
+    urls = [w["url"] for w in receivers["responder"]["webhook_configs"]]
+    assert urls == [f"http://responder-{i}:9095/webhook" for i in (1, 2, 3)]
