@@ -305,3 +305,20 @@ def test_a_delivery_too_big_for_etcd_keeps_its_trigger_alerts(
     blind = EtcdStore(state, "r2", tmp_path / "r2")  # no trigger list: a clear refusal
     with pytest.raises(EtcdUnavailable, match="max_alerts"):
         blind.record_notification(T0, replace(big, group_key="other"))
+
+
+def test_peek_returns_exactly_the_pending_deliveries_in_order(
+    state: StateConfig, tmp_path: Path
+) -> None:
+    store = replica(state, "r1", tmp_path)
+    store.campaign(T0)
+    ids = [store.record_notification(T0, note(f"fp-{i}")) for i in range(10)]
+    with store.transaction() as txn:
+        txn.claim_notifications(ids[1:4])  # dense: read as one range
+    assert [n.id for n in store.peek_notifications(100)] == [ids[0], *ids[4:]]
+    with store.transaction() as txn:
+        txn.claim_notifications(ids[4:9])  # sparse: the first and the last are left
+    peeked = store.peek_notifications(100)
+    assert [n.id for n in peeked] == [ids[0], ids[9]]
+    assert [n.notification.alerts[0].fingerprint for n in peeked] == ["fp-0", "fp-9"]
+    assert [n.id for n in store.peek_notifications(1)] == [ids[0]]

@@ -658,17 +658,28 @@ class EtcdStore:
         kvs, _, _ = self.client.range(f"{self.prefix}pending/", prefix=True, limit=limit)
         ids = [int(_unb64(kv["key"]).decode().rsplit("/", 1)[1]) for kv in kvs]
         known = known or {}
-        out = []
+        if not ids:
+            return []
+        if ids[-1] - ids[0] < 4 * len(ids):  # dense: one range read, first to last
+            first = f"{self.prefix}notes/{ids[0]:020d}"
+            last = f"{self.prefix}notes/{ids[-1]:020d}"
+            kvs = self.client.call(
+                "/kv/range", {"key": _b64(first), "range_end": _b64(last + "\x00")}
+            ).get("kvs", [])
+        else:  # an old delivery still pending (retried): one read each
+            kvs = [kv for nid in ids if (kv := self.client.get(f"{self.prefix}notes/{nid:020d}"))]
+        docs = {int(_unb64(kv["key"]).decode().rsplit("/", 1)[1]): kv for kv in kvs}
+        found = []
         for nid in ids:
-            kv = self.client.get(f"{self.prefix}notes/{nid:020d}")
+            kv = docs.get(nid)
             if kv is None:
                 continue
             doc = _json(kv)
             if nid in known:
-                out.append(StoredNotification(nid, float(doc["received_at"]), known[nid]))
+                found.append(StoredNotification(nid, float(doc["received_at"]), known[nid]))
             else:
-                out.append(_stored(nid, doc))
-        return out
+                found.append(_stored(nid, doc))
+        return found
 
     def clock_anchor(self, boot_id: str, proposed: float) -> float:
         key = f"{self.prefix}meta/clock/{_q(boot_id)}"
