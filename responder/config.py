@@ -1135,7 +1135,26 @@ def policy_warnings(config: Config) -> list[str]:
 
 def config_warnings(config: Config) -> list[str]:
     """Everything worth fixing in a usable config: file permissions and risky policies."""
-    return permission_warnings(config) + policy_warnings(config)
+    return permission_warnings(config) + policy_warnings(config) + etcd_warnings(config)
+
+
+ETCD_OPS_PER_PAIR = 6  # writes one pair's decision may take: state, events, failover, journal
+
+
+def etcd_warnings(config: Config) -> list[str]:
+    """One delivery (or deadline round) is one etcd transaction: a group that names every
+    pair needs room for each pair's writes."""
+    if config.state.backend != "etcd":
+        return []
+    needed = ETCD_OPS_PER_PAIR * len(config.pairs) + 16
+    if needed <= config.state.max_txn_ops:
+        return []
+    return [
+        f"state.max_txn_ops {config.state.max_txn_ops} leaves no room for a delivery that "
+        f"names all {len(config.pairs)} pairs (about {needed} writes in one transaction): start "
+        f"etcd with --max-txn-ops {needed} or more and set state.max_txn_ops to match, or "
+        "group alerts so that one delivery names fewer pairs"
+    ]
 
 
 @dataclass(frozen=True)

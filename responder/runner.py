@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from .config import ETCD_OPS_PER_PAIR
 from .failover import Failover
 from .leadership import Leadership, SoleReplica
 from .service import Responder
@@ -35,6 +36,7 @@ MAX_FAILOVER_THREADS = 512
 # is 5 ms): a deadline or a fence step never waits behind a busy request thread for longer.
 GIL_SWITCH_INTERVAL = 0.001
 TICK_CHUNK = 50  # deadlines decided per transaction when many fall due at once
+NOTIFICATION_BATCH = 20  # deliveries applied per transaction
 # Read-only rounds (probes, preflight, drills) one process runs at once: each waits on nodes
 # in a thread of its own, but 1,000 pairs' rounds never become 2,000 threads that crowd out
 # a failover. A round waiting for a thread is not asked for again until it has run.
@@ -72,6 +74,11 @@ class Runner:
         self._renewer: threading.Thread | None = None
         self._rounds_wait_until = 0.0  # monotonic: rounds queued earlier skip until then
         self._led = False  # pair states ensured since this replica last became the leader
+        # a store that bounds a transaction's writes (etcd) gets smaller units of work
+        max_ops = getattr(responder.store, "max_ops", None)
+        per_unit = max(1, max_ops // ETCD_OPS_PER_PAIR) if isinstance(max_ops, int) else None
+        self._tick_chunk = min(TICK_CHUNK, per_unit) if per_unit else TICK_CHUNK
+        self._batch = min(NOTIFICATION_BATCH, per_unit) if per_unit else NOTIFICATION_BATCH
 
     def wake(self) -> None:
         """Called after a delivery or operator request is recorded."""
@@ -111,10 +118,10 @@ class Runner:
                 if not self._led:  # this replica just became the leader
                     self.responder.ensure_pairs()
                     self._led = True
-                while self.responder.process_notifications() > 0:
+                while self.responder.process_notifications(self._batch) > 0:
                     pass  # drain a burst in short transactions before looking at deadlines
                 self.responder.retry_faults()
-                while self.responder.tick(TICK_CHUNK) >= TICK_CHUNK:
+                while self.responder.tick(self._tick_chunk) >= self._tick_chunk:
                     pass  # short transactions: deliveries are recorded in between
                 self._start_failovers()
                 self._pruner.maybe_prune(self.responder.time)

@@ -286,3 +286,34 @@ def test_timing_rule_is_checked_at_config_time() -> None:
     assert parse_config(data, Path(".")).state == StateConfig(
         backend="etcd", endpoints=("http://127.0.0.1:2379",), lease_ttl=9.0
     )
+
+
+def test_a_config_with_more_pairs_than_one_etcd_transaction_holds_is_warned() -> None:
+    from responder.config import config_warnings  # noqa: PLC0415
+
+    def pair(i: int) -> dict[str, Any]:
+        nodes = [
+            {
+                "name": f"n{i}{side}",
+                "match": {"node": f"n{i}{side}"},
+                "driver": {"type": "http", "url": f"http://10.0.{i}.{side}:1", "timeout": "2s"},
+            }
+            for side in (1, 2)
+        ]
+        return {"name": f"p{i}", "nodes": nodes, "policy": {"triggers": ["Down"]}}
+
+    state = {"backend": "etcd", "endpoints": ["http://127.0.0.1:2379"]}
+    few = parse_config(
+        base_config(lambda n: "", pairs=[pair(i) for i in range(5)], state=state), Path(".")
+    )
+    assert config_warnings(few) == []
+    many = parse_config(
+        base_config(lambda n: "", pairs=[pair(i) for i in range(30)], state=state), Path(".")
+    )
+    (warning,) = config_warnings(many)
+    assert "--max-txn-ops 196" in warning and "state.max_txn_ops" in warning
+    state["max_txn_ops"] = 256
+    roomy = parse_config(
+        base_config(lambda n: "", pairs=[pair(i) for i in range(30)], state=state), Path(".")
+    )
+    assert config_warnings(roomy) == []

@@ -947,16 +947,18 @@ class EtcdStore:
 
     def renew_leases(self, failover_ids: Collection[str], owner: str, until: float) -> set[str]:
         held = set()
-        with self.transaction() as txn:
-            for fid in list(failover_ids)[: self.max_ops]:
-                key = f"{self.prefix}failovers/{_q(fid)}"
-                raw = txn.get(key)
-                if raw is None:
-                    continue
-                row = json.loads(raw)
-                if row.get("owner") == owner:
-                    txn.write(key, {**row, "lease_until": until})
-                    held.add(fid)
+        ids = sorted(failover_ids)
+        for start in range(0, len(ids), self.max_ops):  # a transaction per max_ops leases
+            with self.transaction() as txn:
+                for fid in ids[start : start + self.max_ops]:
+                    key = f"{self.prefix}failovers/{_q(fid)}"
+                    raw = txn.get(key)
+                    if raw is None:
+                        continue
+                    row = json.loads(raw)
+                    if row.get("owner") == owner:
+                        txn.write(key, {**row, "lease_until": until})
+                        held.add(fid)
         return held
 
     def release_lease(self, failover_id: str, owner: str) -> None:
