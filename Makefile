@@ -58,10 +58,13 @@ bench: $(STAMP) bench-packages system-packages
 	$(PY) bench/run.py --json bench/results.json
 
 # The seeded chaos campaign (docs/safety.md): 1,000 randomized scenarios, in-process and against
-# gunicorn; exits non-zero on any invariant violation. `make chaos SEED=7` runs another campaign.
+# gunicorn, then 300 with replicas on etcd and leader kills; exits non-zero on any invariant
+# violation. `make chaos SEED=7` runs another campaign.
 SEED ?= 20261126
 chaos: $(STAMP) system-packages
+	bash scripts/system-packages.sh --etcd
 	$(PY) -m tests.chaos --scenarios 1000 --seed $(SEED)
+	$(PY) -m tests.chaos --etcd --scenarios 300 --seed $(SEED)
 	RESPONDER_FUZZ_EXAMPLES=10000 RESPONDER_FUZZ_SEED=$(SEED) $(PY) -m pytest -q -p no:cacheprovider tests/test_webhook_fuzz.py
 
 # Build the Docker image with podman and run it as docs/deployment.md says: /healthz, the webhook

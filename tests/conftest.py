@@ -17,8 +17,9 @@ from pytest_httpserver import HTTPServer
 from responder.app import create_app
 from responder.clock import ManualClock
 from responder.config import Config, load_config, load_secrets
-from responder.drivers import build_nodes
+from responder.drivers import NodeHandle, build_nodes
 from responder.service import Responder
+from responder.store import Store
 from responder.store.sqlite import SqliteStore
 from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess, free_port
@@ -92,15 +93,27 @@ def write_config(directory: Path, data: dict[str, Any]) -> Path:
 class Harness:
     """The real app and service on a real store, driven by a manual clock."""
 
-    def __init__(self, config: Config, clock: ManualClock, owner: str = "local") -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: ManualClock,
+        owner: str = "local",
+        *,
+        store: Store | None = None,
+        wrap_nodes: Callable[[dict[tuple[str, str], NodeHandle]], dict[tuple[str, str], NodeHandle]]
+        | None = None,
+    ) -> None:
+        """On `store` (default: SQLite in config.db_path); `wrap_nodes` wraps the node handles
+        (e.g. guard_nodes for a replica on etcd)."""
         self.config = config
         self.clock = clock
-        self.store = SqliteStore(config.db_path)
+        self.store: Store = store if store is not None else SqliteStore(config.db_path)
         self.registry = CollectorRegistry()
+        nodes = build_nodes(config)
         self.app: Flask = create_app(
             config,
             store=self.store,
-            nodes=build_nodes(config),
+            nodes=wrap_nodes(nodes) if wrap_nodes is not None else nodes,
             registry=self.registry,
             clock=clock,
             secrets=load_secrets(config),

@@ -1,6 +1,7 @@
 """The chaos campaign (tests/chaos, docs/safety.md): a smoke share passes, and a broken build fails.
 
-The full campaign is `make chaos` (1,000 scenarios). Here a small share of it runs, and the
+The full campaign is `make chaos` (1,000 scenarios). Here a small share of it runs (and another
+in etcd mode, `--etcd`: replicas on a real etcd, crashes as leader kills), and the
 checker is proven on four mutants of the executor: each copy of the `responder` package is
 patched, the campaign runs against the copy in a subprocess (PYTHONPATH puts the copy first),
 and it must exit non-zero naming the broken invariant.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import scenarios as S
 from tests.chaos import world as w
 from tests.chaos.campaign import quiet_logs, run_one
+from tests.chaos.invariants import check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,6 +50,43 @@ def test_smoke_share_of_the_campaign_has_no_violation() -> None:
     assert "31 scenarios" in out and "real-process (gunicorn) 1" in out, out[-3000:]
     assert code == 0, out[-6000:]
     assert "violations: 0 in 0 scenarios" in out
+
+
+def test_etcd_mode_smoke_share_kills_leaders_and_breaks_no_invariant() -> None:
+    """19 in-process scenarios with every incarnation a replica on a real etcd (one per worker),
+    each crash a leader kill: at least one kill, and no invariant broken (index 7, a
+    real-process scenario, is skipped in etcd mode)."""
+    code, out = campaign("--etcd", "--scenarios", "20", "--seed", "20261126")
+    assert "mode etcd: 19 scenarios" in out, out[-3000:]
+    assert "etcd mode: 1 real-process (gunicorn) scenarios skipped" in out, out[-3000:]
+    kills = re.search(r"leader kills (\d+)", out)
+    assert kills is not None and int(kills.group(1)) >= 1, out[-3000:]
+    refused = re.search(r"refused after the kill: (\d+) node calls \(lease guard\)", out)
+    assert refused is not None and int(refused.group(1)) >= 1, out[-3000:]
+    assert code == 0, out[-6000:]
+    assert "violations: 0 in 0 scenarios" in out
+
+
+def test_a_request_of_a_killed_leader_is_a_violation() -> None:
+    """The check behind etcd mode's leader kills: once an incarnation is deposed (its leader
+    lease revoked), any request of it that reaches a node is a violation; the new leader's
+    are not."""
+    sc = S.generate(20261126, 0)
+    nodes = [
+        w.Node(slot, plan.name, keys=i == 0)
+        for plan in sc.pairs
+        for i, slot in enumerate(plan.slots)
+    ]
+    world = w.World(lambda: 0.0, nodes)
+    old, new = world.token_for(1), world.token_for(2)
+    slot = sc.pairs[0].slots[0]
+    world.handle(slot, "status", old, None)
+    world.depose(1)
+    world.handle(slot, "status", new, None)
+    assert not [v for v in check(sc, world, {}).violations if "killed leader" in v]
+    world.handle(slot, "status", old, None)
+    found = [v for v in check(sc, world, {}).violations if "killed leader" in v]
+    assert len(found) == 1 and f"inc1 status {slot}" in found[0], found
 
 
 # (exact text, replacement, campaign filter)

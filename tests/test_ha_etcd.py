@@ -51,14 +51,16 @@ def nodes() -> Iterator[dict[str, FakeNode]]:
 class Replicas:
     """Three replicas of one responder, each its own `responder serve` with two workers."""
 
-    def __init__(self, root: Path, etcd: EtcdProcess, nodes: dict[str, FakeNode]) -> None:
+    def __init__(
+        self, root: Path, etcd: EtcdProcess, nodes: dict[str, FakeNode], hold: str = "1s"
+    ) -> None:
         self.servers: dict[str, ServerProcess] = {}
         for name in ("r1", "r2", "r3"):
             directory = root / name
             directory.mkdir()
             data = base_config(
                 lambda n: nodes[n].url,
-                policy={"hold": "1s"},
+                policy={"hold": hold},
                 state_dir="./var",
                 state={
                     "backend": "etcd",
@@ -237,15 +239,24 @@ def test_etcd_stopped_no_replica_acts(
 
 
 def test_fault_recorded_then_etcd_lost_before_deadline_no_action(
-    replicas: Replicas, etcd: EtcdProcess, nodes: dict[str, FakeNode]
+    tmp_path: Path, etcd: EtcdProcess, nodes: dict[str, FakeNode]
 ) -> None:
-    leader = replicas.leader()
-    etcd.pause()  # etcd hangs: requests time out, nobody can renew or write
-    resp = replicas.deliver(leader, FAULT)
-    assert resp.status_code == 503
-    time.sleep(LEASE_TTL + 2)
-    assert nodes["node-a"].calls["fence"] == 0
-    assert nodes["node-b"].calls["activate"] == 0
+    """A fault is recorded and its hold runs; etcd hangs before the deadline: nobody acts."""
+    group = Replicas(tmp_path, etcd, nodes, hold="4s").start()
+    try:
+        leader = group.leader()
+        resp = group.deliver(leader, FAULT)
+        assert resp.status_code == 200, resp.text  # recorded: the hold runs
+        etcd.pause()  # etcd hangs: requests time out, nobody can renew or write
+        time.sleep(4 + LEASE_TTL + 2)  # past the deadline and past the lease
+        assert nodes["node-a"].calls["fence"] == 0
+        assert nodes["node-b"].calls["activate"] == 0
+        assert nodes["node-a"].signing and not nodes["node-b"].signing
+        status, body = group.health(leader, timeout=15)
+        assert status == 503 and "etcd unavailable" in body["error"], body
+    finally:
+        etcd.resume()
+        group.stop()
 
 
 def test_leader_frozen_past_its_lease_sends_nothing_after(

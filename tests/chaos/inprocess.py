@@ -8,10 +8,21 @@ loops sleep on the manual clock, so they take no real time. A crash is a thread 
 node call (the world holds that request open), its incarnation killed (its later requests never
 reach a node), and a fresh Harness with another owner on the same state dir, started once the
 clock has passed the failover lease. The blocked thread is let go only when the scenario ends.
+
+With `--etcd` (tests/chaos/etcdmode.py) each incarnation is a replica on a real etcd, under the
+scenario's own key prefix, with its node calls behind the lease guard; it campaigns for the
+leader key before it acts. A crash is then a leader kill: the replica's leader lease is revoked,
+and the next incarnation (another replica) takes over without waiting for the failover lease.
+Whatever the killed replica tries afterwards must be refused, writes (NotLeader) and node calls
+(the lease guard): its thread that was in the held call goes on once the driver's timeout
+(real seconds) gives up on it, and the killed replica runs one more round of its runner, right
+after the kill and again once the next leader leads. A request of it that reaches a node, or a
+write of it that etcd takes, is a violation.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -25,8 +36,12 @@ from typing import Any
 import yaml
 
 from responder.clock import ManualClock
-from responder.config import load_config
+from responder.config import Config, StateConfig, load_config
+from responder.drivers import guard_nodes
 from responder.failover import Failover
+from responder.store import LeaseLost
+from responder.store.etcd import EtcdClient, EtcdStore
+from tests.chaos import etcdmode
 from tests.chaos import scenarios as S
 from tests.chaos import world as w
 from tests.chaos.scenarios import Delivery, PairPlan, Scenario
@@ -65,6 +80,9 @@ class Run:
     confirms: list[tuple[str, int]] = field(default_factory=list)  # (pair, world seq) of confirms
     drills: int = 0  # drills run
     switchovers: list[str] = field(default_factory=list)  # what each switchover request did
+    leader_kills: int = 0  # etcd mode: crashes, each a revoked leader lease
+    refused_calls: int = 0  # etcd mode: node calls of killed leaders the lease guard refused
+    refused_writes: int = 0  # etcd mode: their writes refused (NotLeader, a lost failover lease)
 
 
 def node_entry(
@@ -269,14 +287,34 @@ class Running:
     thread: threading.Thread
     incarnation: int
     result: list[Failover | str] = field(default_factory=list)
+    # set (under the clock's lock) as the thread ends: its ident is then free for reuse by a
+    # later thread, so it is dropped from the clock's tracked and frozen sets, never added
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def freeze(self, clock: SimClock) -> None:
+        """Freeze this thread where it next sleeps (call with clock.cv held)."""
+        if self.thread.ident is not None and not self.ended.is_set():
+            clock.frozen.add(self.thread.ident)
 
 
 class InProcess:
-    def __init__(self, sc: Scenario, server: w.NodeServer, root: Path, verbose: bool) -> None:
+    def __init__(
+        self,
+        sc: Scenario,
+        server: w.NodeServer,
+        root: Path,
+        verbose: bool,
+        etcd_url: str | None = None,
+    ) -> None:
         self.sc = sc
         self.server = server
         self.root = root
         self.verbose = verbose
+        self.etcd_url = etcd_url  # etcd mode: each incarnation a replica on this etcd
+        self.prefix = etcdmode.prefix_for(sc.seed, sc.index)
+        self.leader: EtcdStore | None = None  # etcd mode: the store of the leading replica
+        self.killed_h: Harness | None = None  # etcd mode: the last killed leader, until replaced
+        self.renewed_at = 0.0  # real monotonic time of its last campaign
         self.clock = SimClock()
         nodes = [
             w.Node(
@@ -323,6 +361,10 @@ class InProcess:
         self.switchover_ids: list[str] = []
         self.done_at: dict[str, float] = {}  # switchover id -> when the runner saw it done
         self.initial_roles: dict[str, dict[str, str]] = {}
+        self.client: EtcdClient | None = None
+        if etcd_url is not None:
+            self.client = EtcdClient(StateConfig(backend="etcd", endpoints=(etcd_url,)))
+            etcdmode.drop(self.client, self.prefix)  # a replay starts from an empty prefix
         self._start()
         for plan in sc.pairs:
             assert self.h is not None
@@ -338,32 +380,117 @@ class InProcess:
             self.run.down.append((self.crashed_at, self.world.now()))
         self.incarnation += 1
         token = self.world.token_for(self.incarnation)
+        replica = f"inc{self.incarnation}"
         data = config_data(
             self.sc,
             self.server.node_url,
             self.server.pdu_url,
-            self.state_dir,
+            # a replica has its own state_dir (its lock files), as on its own machine
+            self.state_dir if self.etcd_url is None else self.root / replica / "var",
             self.renamed,
             pdu_check_url=self.server.pdu_state_url,
         )
-        path = write_config(self.root / f"inc{self.incarnation}", data, token)
-        h = Harness(load_config(path), self.clock, owner=f"inc{self.incarnation}")
-        self.harnesses.append(h)
+        if self.etcd_url is not None:
+            data["state"] = etcdmode.state(self.etcd_url, self.prefix, replica)
+        path = write_config(self.root / replica, data, token)
+        h = self._harness(load_config(path), replica, lead=True)
         self.h = h
         self.drill_h = None
         self.config_data = data
         self.note(f"responder incarnation {self.incarnation} started (renamed: {self.renamed})")
         return h
 
-    def _crash(self, why: str, delay: float) -> None:
+    def _harness(self, config: Config, owner: str, *, lead: bool = False) -> Harness:
+        """A worker of the running incarnation; in etcd mode on its own EtcdStore of the
+        incarnation's replica (`lead`: it campaigns first, as the replica's first worker)."""
+        if self.etcd_url is None:
+            h = Harness(config, self.clock, owner=owner)
+        else:
+            replica = config.state.replica
+            assert replica is not None
+            store = EtcdStore(config.state, replica, config.state_dir)
+            if lead:
+                etcdmode.lead(store)
+                self.leader, self.renewed_at = store, time.monotonic()
+            h = Harness(
+                config,
+                self.clock,
+                owner=owner,
+                store=store,
+                wrap_nodes=lambda nodes: guard_nodes(config, nodes, store),
+            )
+        self.harnesses.append(h)
+        return h
+
+    def _keep_leading(self) -> None:
+        """The leading replica renews its lease now and then (its leadership loop would);
+        every guarded node call renews it too."""
+        store = self.leader
+        if store is None or time.monotonic() - self.renewed_at < etcdmode.RENEW_EVERY:
+            return
+        leader = store.campaign(time.time())
+        self.renewed_at = time.monotonic()
+        if leader is None or leader.replica != store.replica:
+            self.run.violations.append(
+                f"replica {store.replica} lost its leader lease though nobody killed it "
+                f"({leader} leads): the campaign's renewals came too late"
+            )
+            self.leader = None
+
+    def _quiesce(self) -> None:
+        """Wait until every running failover thread sleeps (frozen), ended, or is blocked in
+        the held node call: a leader kill then cuts no node call between its guard and its
+        send (a real kill's lease expires a whole TTL later; the guard covers that call)."""
+        end = time.monotonic() + JOIN_TIMEOUT
+        held = self.plan.call.seq if self.plan is not None and self.plan.call else None
+        while time.monotonic() < end:
+            with self.clock.cv:
+                busy = [
+                    r
+                    for r in self.running
+                    if r.thread.is_alive()
+                    and r.thread.ident not in self.clock.sleepers
+                    and not (r is self.doomed and held is not None)
+                ]
+                if not busy:
+                    return
+                self.clock.cv.wait(0.005)
+        self.run.violations.append(
+            f"failover threads did not stop for the leader kill: {[r.failover.id for r in busy]}"
+        )
+
+    def _crash(self, why: str, delay: float, *, kill: bool = True) -> None:
         """Kill the running incarnation: its requests never reach a node again, its threads
-        never run again (frozen where they sleep, or blocked in the held node call)."""
-        self.world.kill(self.incarnation)
+        never run again (frozen where they sleep, or blocked in the held node call).
+
+        In etcd mode the incarnation is a replica: its leader lease is revoked (`kill`: a
+        leader kill; else a clean stop, which resigns), and its later requests still reach
+        the world, each one a violation (the lease guard must have refused it)."""
+        if self.etcd_url is None:
+            self.world.kill(self.incarnation)
         with self.clock.cv:
             for r in self.running:
-                if r.thread.ident is not None:
-                    self.clock.frozen.add(r.thread.ident)
+                r.freeze(self.clock)
             self.clock.cv.notify_all()
+        if self.etcd_url is not None:
+            self._quiesce()
+            store = self.leader
+            if store is not None:
+                if kill:
+                    lease = etcdmode.kill(store)
+                    self.run.leader_kills += 1
+                    why += f"; LEADER KILLED, lease {lease:x} revoked" if lease else ""
+                else:
+                    store.resign()
+                    why += "; the replica resigned"
+            self.world.depose(self.incarnation)
+            self.world.depose(DRILL_INCARNATION + self.incarnation)
+            self.leader = None
+            if kill and self.h is not None:
+                self.killed_h = self.h
+                self._stale_round(self.h, "right after its kill (nobody leads)")
+            if kill and self.sc.responder_fault == "crash_in_failover":
+                delay = max(0.0, delay - S.LEASE)  # an older epoch's claims are void at once
         self.stale.extend(self.running)
         self.running = []
         self.h = None
@@ -374,6 +501,44 @@ class InProcess:
         self.note(
             f"responder incarnation {self.incarnation} CRASHED ({why}); restart in {delay:.2f}s"
         )
+
+    def _stale_round(self, old: Harness, when: str) -> None:
+        """A killed leader whose runner still believes it leads (its view of the leader key
+        lags up to lease_ttl / 2) runs one more round: an observation of every pair (node
+        calls, which the lease guard must refuse), then the deliveries, the deadlines and a
+        claim (writes, which the epoch condition must refuse). A node it reaches is a
+        violation (the world marks it); so is any write: nothing else runs meanwhile (the
+        live leader's failovers sleep on the scenario clock), so etcd's revision must stay."""
+        assert self.client is not None
+        before = etcdmode.revision(self.client)
+        steps: list[tuple[str, Callable[[], object], bool]] = [
+            (f"observe {p.name}", functools.partial(old.responder.observe_pair, p.name), True)
+            for p in self.sc.pairs
+        ]
+        steps += [
+            ("deliveries", old.responder.process_notifications, False),
+            ("deadlines", old.responder.tick, False),
+            ("claim", old.responder.claim_failover, False),
+        ]
+        said = []
+        for what, step, node_call in steps:
+            try:
+                step()
+            except LeaseLost as exc:
+                if node_call:
+                    self.run.refused_calls += 1
+                else:
+                    self.run.refused_writes += 1
+                said.append(f"{what} refused ({type(exc).__name__})")
+            else:
+                said.append(f"{what} did nothing")
+        after = etcdmode.revision(self.client)
+        if after != before:
+            self.run.violations.append(
+                f"the killed leader {old.responder.owner} wrote to etcd {when}: revision "
+                f"{before} -> {after}"
+            )
+        self.note(f"killed leader {old.responder.owner}, one more round {when}: {'; '.join(said)}")
 
     def _names(self) -> dict[str, str]:
         """Config node name -> world slot, for the running incarnation."""
@@ -412,6 +577,9 @@ class InProcess:
                 if self.restart_at is not None and now >= self.restart_at - 1e-9:
                     self.restart_at = None
                     self._start()
+                    if self.killed_h is not None:
+                        self._stale_round(self.killed_h, f"once inc{self.incarnation} leads")
+                        self.killed_h = None
                     for d in self.held_back:  # Alertmanager retried while we were down
                         self._deliver(d)
                     self.held_back = []
@@ -492,7 +660,7 @@ class InProcess:
             old = "node-a" if arg == "active" else "node-b"
             self.renamed[old] = old + "2"
             if self.h is not None:
-                self._crash("stopped for a config change", 0.0)
+                self._crash("stopped for a config change", 0.0, kill=False)
                 self.restart_at = None
                 self._start()
             else:
@@ -531,10 +699,7 @@ class InProcess:
         if self.drill_h is None:
             token = self.world.token_for(DRILL_INCARNATION + self.incarnation)
             path = write_config(self.root / f"drill{self.incarnation}", self.config_data, token)
-            self.drill_h = Harness(
-                load_config(path), self.clock, owner=f"inc{self.incarnation}-drill"
-            )
-            self.harnesses.append(self.drill_h)
+            self.drill_h = self._harness(load_config(path), f"inc{self.incarnation}-drill")
         fault = None if fault is None else self.renamed.get(fault, fault)
         before = self._pair_snapshot(pair)
         body = None if fault is None else {"fault": fault}
@@ -627,6 +792,12 @@ class InProcess:
             self._crash("right after acknowledging a delivery", self.sc.restart_delay)
 
     def _snapshot(self, h: Harness) -> tuple[Any, ...]:
+        if isinstance(h.store, EtcdStore):
+            counts = tuple(
+                etcdmode.count(h.store.client, f"{self.prefix}{t}/")
+                for t in ("notes", "events", "failovers")
+            )
+            return counts, [s.to_json() for s in h.store.list_pairs()]
         conn = sqlite3.connect(f"file:{h.config.db_path}?mode=ro", uri=True)
         try:
             counts = tuple(
@@ -641,6 +812,7 @@ class InProcess:
         """One pass of the background loop: deliveries, retries, deadlines, failovers."""
         h = self.h
         assert h is not None
+        self._keep_leading()
         while h.responder.process_notifications() > 0:
             pass
         h.responder.retry_faults()
@@ -671,11 +843,13 @@ class InProcess:
                 self.incarnation, self.sc.crash_nth, self.sc.crash_landed, nodes=set(plan.slots)
             )
         result: list[Failover | str] = []
+        ended = threading.Event()
         clock = self.clock
 
         def run() -> None:
+            me = threading.get_ident()
             with clock.cv:
-                clock.tracked.add(threading.get_ident())
+                clock.tracked.add(me)
             try:
                 result.append(h.responder.execute(f))
             except Killed:
@@ -684,10 +858,14 @@ class InProcess:
                 result.append(traceback.format_exc(limit=6))
             finally:
                 with clock.cv:
+                    # a later thread may get this ident: it must not inherit a freeze
+                    clock.tracked.discard(me)
+                    clock.frozen.discard(me)
+                    ended.set()
                     clock.cv.notify_all()
 
         thread = threading.Thread(target=run, name=f"failover-{f.id}", daemon=True)
-        r = Running(f, h, thread, self.incarnation, result)
+        r = Running(f, h, thread, self.incarnation, result, ended)
         self.running.append(r)
         thread.start()
         if self.plan is not None and self.doomed is None:
@@ -800,8 +978,7 @@ class InProcess:
         plan = self.sc.pairs[0]
         target = plan.names[plan.slots.index(plan.target)] if plan.target else plan.names[1]
         target = self.renamed.get(target, target)
-        other = Harness(h.config, self.clock, owner=f"inc{self.incarnation}-operator")
-        self.harnesses.append(other)
+        other = self._harness(h.config, f"inc{self.incarnation}-operator")
         barrier = threading.Barrier(2)
         errors: list[str] = []
         answers: list[Any] = []
@@ -882,8 +1059,7 @@ class InProcess:
             self.plan.release.set()
         with self.clock.cv:
             for r in self.running:  # a run cut short by an error: unwind its threads too
-                if r.thread.ident is not None:
-                    self.clock.frozen.add(r.thread.ident)
+                r.freeze(self.clock)
             self.clock.thawed = True
             self.clock.cv.notify_all()
         for r in self.stale + self.running:
@@ -892,10 +1068,28 @@ class InProcess:
                 self.run.violations.append(f"the thread of failover {r.failover.id} did not stop")
 
     def _finish(self) -> None:
+        before = etcdmode.revision(self.client) if self.client is not None else 0
         self._release()
+        if self.client is not None:
+            # nothing but the killed (or stopped) replicas' threads ran during the release
+            after = etcdmode.revision(self.client)
+            if after != before:
+                self.run.violations.append(
+                    f"a replica that no longer led wrote to etcd: revision {before} -> {after} "
+                    "while only its threads ran"
+                )
+            for r in self.stale:
+                for item in r.result:
+                    if isinstance(item, str) and ("NotLeader" in item or "LeaseLost" in item):
+                        last = item.strip().splitlines()[-1]
+                        if "no node call" in last:  # the lease guard's words
+                            self.run.refused_calls += 1
+                        else:
+                            self.run.refused_writes += 1
+                        self.note(f"killed inc{r.incarnation}'s failover {r.failover.id}: {last}")
         # one last restart, once everything has ended: a finished failover is never resumed
         # (no activation repeated) and every acknowledged delivery is still in the store
-        self._crash("stopped at the end of the scenario", S.LEASE + 0.5)
+        self._crash("stopped at the end of the scenario", S.LEASE + 0.5, kill=False)
         self.clock.advance(S.LEASE + 0.5)
         self.restart_at = None
         self._start()
@@ -950,13 +1144,24 @@ class InProcess:
 
     def _close(self) -> None:
         self.world.release_all()
+        if self.client is not None:
+            if self.leader is not None:
+                self.leader.resign()
+            etcdmode.drop(self.client, self.prefix)
         for h in self.harnesses:
             h.store.close()
 
 
-def run_in_process(sc: Scenario, server: w.NodeServer, root: Path, verbose: bool = False) -> Run:
+def run_in_process(
+    sc: Scenario,
+    server: w.NodeServer,
+    root: Path,
+    verbose: bool = False,
+    etcd_url: str | None = None,
+) -> Run:
+    """Run one in-process scenario; with `etcd_url`, each incarnation a replica on that etcd."""
     root.mkdir(parents=True, exist_ok=True)
-    return InProcess(sc, server, root, verbose).execute()
+    return InProcess(sc, server, root, verbose, etcd_url).execute()
 
 
 __all__ = ["PairPlan", "Run", "claims", "config_data", "run_in_process", "write_config"]

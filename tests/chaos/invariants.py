@@ -31,6 +31,9 @@ Definitions (docs/safety.md states them for users):
   answers of the target (after that fence) showing `quiet` heights without a signature: the
   last answer's height minus the later of (the first answer's height, the last signature any
   answer reported) is at least `quiet`.
+- a killed leader sends nothing (etcd mode, `--etcd`): once a replica's leader lease was revoked
+  (a leader kill), no request of that replica reaches any node: the lease guard refuses every
+  node call of a replica that no longer leads.
 """
 
 from __future__ import annotations
@@ -228,6 +231,11 @@ def check(
     for plan in sc.pairs:
         if plan.handoff is not None:
             out.extend(_handoff_gate(plan, calls, [s for p, s in confirms if p == plan.name]))
+
+    # 13. a replica whose leader lease was revoked sends no request to any node
+    for c in calls:
+        if c.after_kill:
+            out.append(f"a killed leader's request reached a node: {c.brief()}")
     return Verdict(out, known, timings)
 
 

@@ -16,6 +16,9 @@ order, not of clock resolution.
 
 Every request is logged with the responder incarnation that sent it (told apart by bearer
 token): a crashed incarnation's later requests never reach a node, as with a killed process.
+A *deposed* incarnation (a replica on etcd whose leader lease was revoked: `--etcd`) is not
+silenced here: its requests are answered as any other, and marked `after_kill`, for the
+invariants to count (the lease guard must stop them before they are sent).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class Call:
     handoff: Any = None  # fence: the hand-off it answered; activate: the hand-off it carried
     waived: str | None = None  # activate: the handoff_waived it carried
     chain: tuple[int, int | None] | None = None  # liveness: (current, last_signed) answered
+    after_kill: bool = False  # sent by an incarnation whose leader lease was already revoked
 
     def brief(self) -> str:
         said = "" if self.signing is None else f" signing={str(self.signing).lower()}"
@@ -98,6 +102,7 @@ class Call:
             said += " +handoff"
         eff = f" -> {self.effect}" if self.effect else ""
         who = f" fo={self.failover_id}" if self.failover_id else ""
+        who += " AFTER ITS LEADER WAS KILLED" if self.after_kill else ""
         return (
             f"#{self.seq} t={self.t:.2f} inc{self.incarnation} {self.kind} {self.node}: "
             f"{self.outcome}{said}{eff}{who}"
@@ -170,6 +175,7 @@ class World:
         self.calls: list[Call] = []
         self.tokens: dict[str, int] = {}
         self.killed: set[int] = set()
+        self.deposed: set[int] = set()
         self.crash: CrashPlan | None = None
         self.real_hangs = real_hangs
         self.hang_seconds = hang_seconds
@@ -315,6 +321,13 @@ class World:
         with self.lock:
             self.killed.add(incarnation)
 
+    def depose(self, incarnation: int) -> None:
+        """This incarnation's leader lease was revoked (etcd mode): its later requests are
+        still answered, each marked `after_kill` (an invariant violation: the lease guard
+        must refuse every node call of a replica that no longer leads)."""
+        with self.lock:
+            self.deposed.add(incarnation)
+
     def release_all(self) -> None:
         """Let every held request go (as dropped): the scenario is over."""
         with self.lock:
@@ -344,6 +357,7 @@ class World:
             if incarnation in self.killed:
                 call.reached, call.outcome = False, "sender dead"
                 raise Drop
+            call.after_kill = incarnation in self.deposed
             plan = self.crash
             if (
                 plan is not None
