@@ -322,3 +322,17 @@ def test_peek_returns_exactly_the_pending_deliveries_in_order(
     assert [n.id for n in peeked] == [ids[0], ids[9]]
     assert [n.notification.alerts[0].fingerprint for n in peeked] == ["fp-0", "fp-9"]
     assert [n.id for n in store.peek_notifications(1)] == [ids[0]]
+
+
+def test_an_endpoint_that_does_not_answer_is_skipped(etcd: EtcdProcess, tmp_path: Path) -> None:
+    """endpoints are tried in order: a dead first member does not stop the replica."""
+    state = StateConfig(
+        backend="etcd",
+        endpoints=(f"http://127.0.0.1:{free_port()}", etcd.url),
+        prefix=f"/test{next(_serial)}/",
+        timeout=0.5,
+    )
+    store = replica(state, "r1", tmp_path)
+    assert store.campaign(T0) is not None
+    nid = store.record_notification(T0, note())
+    assert [n.id for n in store.peek_notifications(10)] == [nid]
