@@ -132,6 +132,7 @@ def test_a_leader_whose_lease_expired_writes_nothing_and_calls_no_node(
                 HttpDriverConfig(type="http", url=node.url, token_file=token, timeout=2.0),
             ),
             old,
+            "node-a",
         )
         assert driver.status().signing is True  # leading: calls go through
         revoke(old)  # the lease ran out (a pause, a partition)
@@ -149,6 +150,10 @@ def test_a_leader_whose_lease_expired_writes_nothing_and_calls_no_node(
             )
         with pytest.raises(LeaseLost):
             driver.status()
+        (check,) = driver.preflight()  # never raises: one failing check, nothing sent
+        assert (
+            check.name == "node-a:lease" and check.ok is False and "no longer leads" in check.reason
+        )
         assert node.calls == {"status": 1, "fence": 0, "activate": 0}
         with pytest.raises(NotLeader), old.transaction() as txn:
             txn.insert_failover(failover("f1"))

@@ -93,10 +93,13 @@ def guard_nodes(
                     level.timeout
                     + (level.connect_timeout if isinstance(level, HttpFenceConfig) else 0.0),
                     guard,
+                    f"{node.name}:fence-level-{index + 1}",
                 )
-                for fencer, level in zip(handle.fencers, node.fence_levels, strict=True)
+                for index, (fencer, level) in enumerate(
+                    zip(handle.fencers, node.fence_levels, strict=True)
+                )
             )
             guarded[(pair.name, node.name)] = NodeHandle(
-                driver=GuardedDriver(handle.driver, guard), fencers=fencers
+                driver=GuardedDriver(handle.driver, guard, node.name), fencers=fencers
             )
     return guarded

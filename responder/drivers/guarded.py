@@ -1,6 +1,6 @@
 """Node calls that first prove the caller still leads (replicas on etcd, docs/ha.md).
 
-Wraps a node's driver and fence levels: before each status read, fence and activation, the lease
+Wraps a node's driver and fence levels: before each call that reaches the node, the lease
 guard renews the leader lease and raises LeaseLost unless it holds for the call's whole
 deadline. A replica paused or cut off past its lease therefore sends nothing when it
 resumes; `plan` and the config-only properties pass through untouched.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..store import LeaseLost
 from .base import (
     Action,
     ActionContext,
@@ -32,9 +33,10 @@ class LeaseGuard(Protocol):
 class GuardedDriver:
     """A NodeDriver whose node calls each pass the lease guard first."""
 
-    def __init__(self, inner: NodeDriver, guard: LeaseGuard) -> None:
+    def __init__(self, inner: NodeDriver, guard: LeaseGuard, node: str) -> None:
         self._inner = inner
         self._guard = guard
+        self._node = node
 
     @property
     def settle_time(self) -> float:
@@ -64,17 +66,22 @@ class GuardedDriver:
         return self._inner.plan(action, ctx)
 
     def preflight(self) -> tuple[Check, ...]:
-        """Read-only and never raising by contract: not guarded (followers run none)."""
+        """Never raises by contract: a lost lease is one failing check, and nothing is sent."""
+        try:
+            self._guard.check_lease(self._inner.settle_time)
+        except LeaseLost as exc:
+            return (Check(f"{self._node}:lease", False, f"not checked: {exc}"),)
         return self._inner.preflight()
 
 
 class GuardedFencer:
-    """A fence level whose fence calls each pass the lease guard first."""
+    """A fence level whose fence and check calls each pass the lease guard first."""
 
-    def __init__(self, inner: Fencer, deadline: float, guard: LeaseGuard) -> None:
+    def __init__(self, inner: Fencer, deadline: float, guard: LeaseGuard, check_name: str) -> None:
         self._inner = inner
         self._deadline = deadline
         self._guard = guard
+        self._check_name = check_name
 
     @property
     def name(self) -> str:
@@ -88,5 +95,9 @@ class GuardedFencer:
         return self._inner.plan(ctx)
 
     def check(self) -> Check:
-        """Read-only and never raising by contract: not guarded (followers run none)."""
+        """Never raises by contract: a lost lease is a failing check, and nothing is sent."""
+        try:
+            self._guard.check_lease(self._deadline)
+        except LeaseLost as exc:
+            return Check(self._check_name, False, f"not checked: {exc}")
         return self._inner.check()
