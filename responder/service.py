@@ -51,6 +51,7 @@ from .store import (
     StateUnreadable,
     Store,
     StoreTxn,
+    StoreUnavailable,
 )
 
 MAX_ATTEMPTS = 5  # a unit of work that raised this many times is quarantined
@@ -161,6 +162,8 @@ class Responder:
             self.ensure_pairs()
         except LeaseLost as exc:  # a follower replica: the leader keeps the pairs' states
             log.info("pair states left to the leader: %s", exc)
+        except StoreUnavailable as exc:  # etcd down at start: the runner does it once it leads
+            log.warning("pair states not checked at start: %s", exc)
 
     # ---- state plumbing -------------------------------------------------------------------
 

@@ -47,6 +47,11 @@ class EtcdProcess:
     def stop(self) -> None:
         self.proc.stop()
 
+    def restart(self, timeout: float = 30.0) -> EtcdProcess:
+        """Start again on the same ports and data: the same cluster, back."""
+        self.proc.start(timeout)
+        return self
+
     def pause(self) -> None:
         """SIGSTOP: etcd stops answering, connections hang (a partition, seen from here)."""
         if self.proc.popen is not None:

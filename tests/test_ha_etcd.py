@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -236,6 +237,39 @@ def test_etcd_stopped_no_replica_acts(
     assert nodes["node-a"].calls["fence"] == 0
     assert nodes["node-b"].calls["activate"] == 0
     assert nodes["node-a"].signing and not nodes["node-b"].signing
+
+
+def test_a_replica_started_while_etcd_is_down_waits_for_it(
+    replicas: Replicas, etcd: EtcdProcess, nodes: dict[str, FakeNode]
+) -> None:
+    """Starting (or a gunicorn worker restarting) without etcd is not fatal: the replica
+    answers 503 and acts on nothing until etcd is back, then joins as before."""
+    replicas.leader()
+    etcd.stop()
+    late = replicas.servers["r3"]
+    late.stop()
+    with late.log_path.open("ab") as out:
+        late.proc.popen = subprocess.Popen(
+            late.proc.argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def answers_503() -> bool:
+        assert late.proc.popen is not None and late.proc.popen.poll() is None, late.proc.tail()
+        try:
+            status, body = replicas.health("r3", timeout=5)
+        except requests.RequestException:
+            return False
+        return status == 503 and "etcd unavailable" in body.get("error", "")
+
+    wait_until(answers_503, "r3 up without etcd, saying why it does not act", 30)
+    assert replicas.deliver("r3", FAULT).status_code == 503  # nothing acknowledged
+    etcd.restart()
+    wait_until(lambda: replicas.health("r3")[0] == 200, "r3 healthy once etcd is back", 30)
+    leader = replicas.leader()
+    assert replicas.deliver("r3", FAULT).status_code == 200
+    wait_until(lambda: nodes["node-b"].signing, "the leader fails over", 30)
+    assert nodes["node-a"].calls["fence"] == 1 and nodes["node-b"].calls["activate"] == 1
+    assert leader in replicas.servers
 
 
 def test_fault_recorded_then_etcd_lost_before_deadline_no_action(

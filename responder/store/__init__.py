@@ -38,6 +38,11 @@ class StateUnreadable(Exception):
     """A pair's stored state cannot be decoded (hand-edited, or written by a newer version)."""
 
 
+class StoreUnavailable(OSError):
+    """The store cannot be reached now (a distributed backend's servers); nothing was written.
+    Unlike StoreReplaced it may come back: callers retry, and acknowledge nothing meanwhile."""
+
+
 class StoreReplaced(OSError):
     """The database file was deleted or replaced while the store had it open.
 

@@ -59,6 +59,7 @@ from . import (
     PruneCounts,
     StateUnreadable,
     StoredNotification,
+    StoreUnavailable,
 )
 from .sqlite import backoff, decode_alerts, encode_alerts
 
@@ -75,8 +76,8 @@ class NotLeader(LeaseLost):
     """This replica does not hold the leader key: it may record deliveries, nothing else."""
 
 
-class EtcdUnavailable(OSError):
-    """No etcd endpoint answered; nothing was written."""
+class EtcdUnavailable(StoreUnavailable):
+    """No etcd endpoint answered (or etcd refused the request); nothing was written."""
 
 
 @dataclass(frozen=True)
