@@ -27,7 +27,7 @@ from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess, free_port
 from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
 
-LEASE_TTL = 10  # seconds; node calls here take at most 2s + 2s (see _lease_covers_calls)
+LEASE_TTL = 6  # seconds: node calls take at most 0.5s + 1s, etcd requests 1s (1.5 + 2 + 1 <= 6)
 
 
 @pytest.fixture
@@ -68,8 +68,23 @@ class Replicas:
                     "endpoints": [etcd.url],
                     "prefix": "/responder/test/",
                     "lease_ttl": f"{LEASE_TTL}s",
+                    "timeout": "1s",
                     "replica": name,
                 },
+                nodes=[
+                    {
+                        "name": node,
+                        "match": {"node": node},
+                        "driver": {
+                            "type": "http",
+                            "url": nodes[node].url,
+                            "token_file": "./secrets/node-token",
+                            "connect_timeout": "0.5s",
+                            "timeout": "1s",
+                        },
+                    }
+                    for node in ("node-a", "node-b")
+                ],
                 poll_interval="0.2s",
             )
             port = free_port()
@@ -276,13 +291,13 @@ def test_fault_recorded_then_etcd_lost_before_deadline_no_action(
     tmp_path: Path, etcd: EtcdProcess, nodes: dict[str, FakeNode]
 ) -> None:
     """A fault is recorded and its hold runs; etcd hangs before the deadline: nobody acts."""
-    group = Replicas(tmp_path, etcd, nodes, hold="4s").start()
+    group = Replicas(tmp_path, etcd, nodes, hold="3s").start()
     try:
         leader = group.leader()
         resp = group.deliver(leader, FAULT)
         assert resp.status_code == 200, resp.text  # recorded: the hold runs
         etcd.pause()  # etcd hangs: requests time out, nobody can renew or write
-        time.sleep(4 + LEASE_TTL + 2)  # past the deadline and past the lease
+        time.sleep(3 + LEASE_TTL + 2)  # past the deadline and past the lease
         assert nodes["node-a"].calls["fence"] == 0
         assert nodes["node-b"].calls["activate"] == 0
         assert nodes["node-a"].signing and not nodes["node-b"].signing
