@@ -291,13 +291,13 @@ def test_fault_recorded_then_etcd_lost_before_deadline_no_action(
     tmp_path: Path, etcd: EtcdProcess, nodes: dict[str, FakeNode]
 ) -> None:
     """A fault is recorded and its hold runs; etcd hangs before the deadline: nobody acts."""
-    group = Replicas(tmp_path, etcd, nodes, hold="3s").start()
+    group = Replicas(tmp_path, etcd, nodes, hold="2s").start()
     try:
         leader = group.leader()
         resp = group.deliver(leader, FAULT)
         assert resp.status_code == 200, resp.text  # recorded: the hold runs
         etcd.pause()  # etcd hangs: requests time out, nobody can renew or write
-        time.sleep(3 + LEASE_TTL + 2)  # past the deadline and past the lease
+        time.sleep(2 + LEASE_TTL + 1)  # past the deadline and past the lease
         assert nodes["node-a"].calls["fence"] == 0
         assert nodes["node-b"].calls["activate"] == 0
         assert nodes["node-a"].signing and not nodes["node-b"].signing
