@@ -25,7 +25,7 @@ from tests.conftest import alert, base_config, notification, write_config
 from tests.etcdproc import EtcdProcess
 from tests.fakenode import FakeNode
 from tests.serverproc import ServerProcess, free_port
-from tests.tokens import NODE_TOKEN, OPERATOR_TOKEN, WEBHOOK_TOKEN
+from tests.tokens import OPERATOR_TOKEN, WEBHOOK_TOKEN
 
 LEASE_TTL = 6  # seconds: node calls take at most 0.5s + 1s, etcd requests 1s (1.5 + 2 + 1 <= 6)
 
@@ -36,17 +36,6 @@ def etcd(tmp_path: Path) -> Iterator[EtcdProcess]:
     yield server
     server.resume()
     server.stop()
-
-
-@pytest.fixture
-def nodes() -> Iterator[dict[str, FakeNode]]:
-    pair = {
-        "node-a": FakeNode("node-a", signing=True, token=NODE_TOKEN).start(),
-        "node-b": FakeNode("node-b", signing=False, token=NODE_TOKEN).start(),
-    }
-    yield pair
-    for node in pair.values():
-        node.stop()
 
 
 class Replicas:

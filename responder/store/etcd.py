@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import urllib.parse
@@ -61,6 +59,7 @@ from . import (
     StoredNotification,
     StoreUnavailable,
 )
+from .locks import WriterLock
 from .sqlite import backoff, decode_alerts, encode_alerts
 
 log = logging.getLogger("responder.store")
@@ -446,11 +445,9 @@ class EtcdStore:
         # the epoch of the last commit: the condition of the next one (etcd checks it)
         self._epoch: int | None = None
         self._monotonic = monotonic
-        self._writer = threading.RLock()
-        self._local = threading.local()
         digest = hashlib.sha256(f"{self.prefix}|{','.join(state.endpoints)}".encode()).hexdigest()
         self.lockfile = lock_dir / f".etcd-{digest[:16]}.lock"
-        self._lock_fd: tuple[int, int] | None = None
+        self._lock = WriterLock(self.lockfile)  # writers of this replica, one at a time
 
     # -- leadership
     def leader(self) -> Leader | None:
@@ -535,30 +532,12 @@ class EtcdStore:
             )
 
     # -- writing
-    def _flock_fd(self) -> int:
-        pid = os.getpid()
-        if self._lock_fd is None or self._lock_fd[0] != pid:
-            self.lockfile.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._lock_fd = (pid, fd)
-        return self._lock_fd[1]
-
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """Writers of this replica one at a time: a thread lock, then a file lock for the
-        other workers. Other replicas are kept out by the epoch condition."""
-        with self._writer:
-            depth = getattr(self._local, "depth", 0)
-            fd = self._flock_fd() if depth == 0 else -1
-            if depth == 0:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            self._local.depth = depth + 1
-            try:
-                yield
-            finally:
-                self._local.depth = depth
-                if depth == 0:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+        """The right to write, in this thread, against every thread and process of this
+        store (see locks.py)."""
+        with self._lock.held():
+            yield
 
     @contextmanager
     def transaction(self) -> Iterator[_EtcdTxn]:
@@ -1084,6 +1063,4 @@ class EtcdStore:
                     txn.drop(key)
 
     def close(self) -> None:
-        if self._lock_fd is not None and self._lock_fd[0] == os.getpid():
-            os.close(self._lock_fd[1])
-            self._lock_fd = None
+        self._lock.close()

@@ -17,7 +17,6 @@ a newer responder is refused (SchemaTooNew) rather than used by code that does n
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from . import (
     StoredNotification,
     StoreReplaced,
 )
+from .locks import WriterLock
 
 log = logging.getLogger("responder.store")
 T = TypeVar("T")
@@ -570,13 +570,10 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        # Writers queue instead of polling: a thread takes `_writer`, then the process takes an
-        # flock on the lock file, and only then SQLite's write lock, which is therefore free.
-        # SQLite's own busy handler sleeps 1, 2, 5 ... 100 ms between tries, far past the
-        # fraction of a millisecond a write holds it; the kernel wakes a waiter at release.
-        self._writer = threading.RLock()
+        # Writers queue on the writer lock (a thread lock, then an flock) and only then take
+        # SQLite's write lock, which is therefore free: no polling in SQLite's busy handler.
         self.lockfile = self.path.with_name(f".{self.path.name}.lock")
-        self._lock_fd: tuple[int, int] | None = None  # (pid, fd): one per process
+        self._lock = WriterLock(self.lockfile)
         self._group = _GroupCommit()
         self._identity: tuple[int, int] | None = None
         # the marker is looked at before the database: a concurrent first start writes it only
@@ -664,29 +661,12 @@ class SqliteStore:
             self._local.pid = pid
         return conn
 
-    def _flock_fd(self) -> int:
-        pid = os.getpid()
-        if self._lock_fd is None or self._lock_fd[0] != pid:  # a forked child opens its own
-            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._lock_fd = (pid, fd)
-        return self._lock_fd[1]
-
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """The right to write, in this thread, against every thread and process of this
-        store. Re-entrant in one thread (the inner BEGIN then fails as before)."""
-        with self._writer:
-            depth = getattr(self._local, "depth", 0)
-            fd = self._flock_fd() if depth == 0 else -1
-            if depth == 0:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            self._local.depth = depth + 1
-            try:
-                yield
-            finally:
-                self._local.depth = depth
-                if depth == 0:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+        store (see locks.py)."""
+        with self._lock.held():
+            yield
 
     @contextmanager
     def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -1172,9 +1152,7 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
-        if self._lock_fd is not None and self._lock_fd[0] == os.getpid():
-            os.close(self._lock_fd[1])
-            self._lock_fd = None
+        self._lock.close()
 
 
 def inspect_states(path: Path) -> tuple[dict[str, PairState], dict[str, tuple[str | None, str]]]:
