@@ -88,6 +88,7 @@ class EtcdLeadership:
         """Whether this worker campaigns for the replica: it holds the replica's file lock."""
         if self._lock_fd is not None:
             return True
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)  # plain gunicorn: maybe new
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

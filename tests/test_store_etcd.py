@@ -341,3 +341,19 @@ def test_an_endpoint_that_does_not_answer_is_skipped(etcd: EtcdProcess, tmp_path
     assert store.campaign(T0) is not None
     nid = store.record_notification(T0, note())
     assert [n.id for n in store.peek_notifications(10)] == [nid]
+
+
+def test_leadership_campaigns_from_a_state_dir_not_created_yet(
+    state: StateConfig, tmp_path: Path
+) -> None:
+    """Under plain gunicorn nothing creates state_dir first: the campaign lock's folder is
+    made on demand, and the replica leads."""
+    from responder.leadership import EtcdLeadership  # noqa: PLC0415
+
+    fresh = tmp_path / "not" / "yet"
+    store = EtcdStore(state, "r1", fresh)
+    leadership = EtcdLeadership(store, fresh / "campaign.lock")
+    seen = leadership.round()
+    assert seen.leader is not None and seen.leader.replica == "r1"
+    assert leadership.acting() and leadership.view()["role"] == "leader"
+    leadership.stop()
