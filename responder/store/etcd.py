@@ -894,6 +894,8 @@ class EtcdStore:
         failover_id: str | None = None,
     ) -> list[Failover]:
         wanted = None if pairs is None else set(pairs)
+        if not self._scan(f"{self.prefix}inflight/"):
+            return []  # most loops find no failover in flight: no lock, no leader read
         with self.transaction() as txn:
             epoch = self.epoch()
             rows = [
